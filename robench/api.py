@@ -1,0 +1,292 @@
+"""The contract plugins code against: Model, Attack and Dataset, and the specs that register them.
+
+Canonical tensors everywhere a plugin boundary is crossed: ``torch.float32``, NCHW, values in
+[0, 1]; labels ``int64``. A plugin that works in TF or numpy converts at its own edge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+
+class Norm(str, enum.Enum):
+    """Threat models. L0 counts *pixels*: a pixel is changed if any of its channels changes."""
+
+    L0 = "L0"
+    L1 = "L1"
+    L2 = "L2"
+    Linf = "Linf"
+
+    def __str__(self) -> str:  # "Linf", not "Norm.Linf", in messages and tables
+        return self.value
+
+
+AttackKind = Literal["bounded", "minimal"]
+Need = Literal["gradients", "scores", "decisions", "transfer"]
+
+
+class Params(BaseModel):
+    """Base class of every plugin's parameter model: unknown keys are an error, not a silent no-op."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class NoParams(Params):
+    """For plugins without parameters."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know about the data it is built for."""
+
+    name: str
+    input_shape: tuple[int, ...]  # (C, H, W)
+    class_names: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass
+class Context:
+    """Run-time facts the harness hands to plugins: where to compute, how to seed, how to report."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    seed: int = 0
+    data_dir: Path | None = None
+    # Called with (done, total) by long loops (training epochs, attack iterations) to drive progress bars.
+    progress: Callable[[int, int], None] | None = None
+    log: Callable[[str], None] = print
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A CPU generator seeded from the run seed (offset separates independent streams)."""
+        return torch.Generator().manual_seed(self.seed + offset)
+
+    def report(self, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(done, total)
+
+
+class Model:
+    """A classifier (a defense is a model plugin).
+
+    Subclasses set the class attributes below and implement :meth:`scores`; trainable models
+    implement :meth:`fit`, and the harness caches what :meth:`state_dict` returns (tensors only:
+    checkpoints never carry code).
+    """
+
+    Params: ClassVar[type[Params]] = NoParams
+    #: torch autograd flows through :meth:`scores`.
+    differentiable: ClassVar[bool] = True
+    framework: ClassVar[str] = "torch"
+    #: predictions of the same input may differ between calls (e.g. noise, dropout at test time).
+    randomized: ClassVar[bool] = False
+    #: fit() must be called before use (False: model is complete at construction, e.g. analytic).
+    trainable: ClassVar[bool] = True
+
+    def __init__(self, params: Params, info: DatasetInfo):
+        self.params = params
+        self.info = info
+        self.device = torch.device("cpu")
+
+    # -- inference -------------------------------------------------------------------------
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Return (N, C) scores, C >= 2 (a binary model with one score s returns [-s, s])."""
+        raise NotImplementedError
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.scores(x).argmax(dim=1)
+
+    def surrogate(self) -> Model | None:
+        """A differentiable stand-in for gradient attacks on a non-differentiable model, or None."""
+        return None
+
+    # -- training and checkpoints ----------------------------------------------------------
+    def fit(self, x: torch.Tensor, y: torch.Tensor, ctx: Context) -> None:
+        """Train on canonical tensors. Must be deterministic for a given ctx.seed and device."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement fit()")
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """All learned state as named tensors."""
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    def to(self, device: torch.device) -> Model:
+        self.device = torch.device(device)
+        return self
+
+    def eval(self) -> Model:
+        """Put the model in inference mode (no-op unless the model wraps an nn.Module)."""
+        return self
+
+
+class TorchModel(Model):
+    """A Model backed by an ``nn.Module`` built by :meth:`build`; state is the module's state dict."""
+
+    def __init__(self, params: Params, info: DatasetInfo):
+        super().__init__(params, info)
+        self.net = self.build()
+
+    def build(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.to(self.device))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.net.load_state_dict(state)
+
+    def to(self, device: torch.device) -> Model:
+        super().to(device)
+        self.net.to(self.device)
+        return self
+
+    def eval(self) -> Model:
+        self.net.eval()
+        return self
+
+
+class Attack:
+    """An attack. ``run`` returns candidate adversarials; the harness (never the attack) decides
+    which are real: it re-classifies them, checks the [0, 1] box and recomputes every norm.
+
+    Subclasses set :attr:`Params`, :attr:`kind` and :attr:`needs`, and set ``self.norm`` (which may
+    depend on the parameters, e.g. PGD's ``norm``).
+    """
+
+    Params: ClassVar[type[Params]] = NoParams
+    kind: ClassVar[AttackKind] = "minimal"
+    needs: ClassVar[frozenset[str]] = frozenset({"gradients"})
+    #: the attack draws random numbers: the harness seeds torch/numpy before every batch.
+    randomized: ClassVar[bool] = False
+
+    def __init__(self, params: Params):
+        self.params = params
+        self.norm: Norm = Norm(getattr(params, "norm", "L2"))
+
+    def run(
+        self,
+        model: Model,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        eps: float | None,
+        ctx: Context,
+        source: Model | None = None,
+    ) -> torch.Tensor:
+        """Attack a batch.
+
+        ``eps`` is the bound for ``bounded`` attacks and None for ``minimal`` ones. ``source`` is
+        the model to craft on for attacks that need ``transfer``. Return a tensor shaped like
+        ``x``; a row that is NaN, or equal to the input, means "no adversarial found".
+        """
+        raise NotImplementedError
+
+
+class Dataset:
+    """A source of labelled images. ``load`` returns canonical tensors of one split."""
+
+    Params: ClassVar[type[Params]] = NoParams
+    splits: ClassVar[tuple[str, ...]] = ("train", "test")
+
+    def __init__(self, params: Params):
+        self.params = params
+
+    def info(self) -> DatasetInfo:
+        raise NotImplementedError
+
+    def load(self, split: str, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (x float32 NCHW in [0, 1], y int64). Read local files only: never download."""
+        raise NotImplementedError
+
+
+# -- registration specs ------------------------------------------------------------------------
+
+PluginKind = Literal["model", "attack", "dataset"]
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """What a hook implementation returns for each plugin it provides."""
+
+    name: str
+    factory: type  # a Model, Attack or Dataset subclass
+    description: str
+    #: Filled in by the plugin manager: "built-in" or "<distribution> <version>" or "--plugin <module>".
+    origin: str = ""
+
+    @property
+    def params(self) -> type[Params]:
+        return self.factory.Params
+
+    def with_origin(self, origin: str) -> PluginSpec:
+        return dataclasses.replace(self, origin=origin)
+
+
+@dataclass(frozen=True)
+class ModelSpec(PluginSpec):
+    kind: ClassVar[PluginKind] = "model"
+
+    def capabilities(self) -> dict[str, Any]:
+        f = self.factory
+        return {
+            "differentiable": f.differentiable,
+            "framework": f.framework,
+            "randomized": f.randomized,
+            "surrogate": f.surrogate is not Model.surrogate,
+        }
+
+
+@dataclass(frozen=True)
+class AttackSpec(PluginSpec):
+    kind: ClassVar[PluginKind] = "attack"
+    norms: tuple[Norm, ...] = (Norm.L2,)
+
+    def capabilities(self) -> dict[str, Any]:
+        return {
+            "norms": [str(n) for n in self.norms],
+            "kind": self.factory.kind,
+            "needs": sorted(self.factory.needs),
+        }
+
+
+@dataclass(frozen=True)
+class DatasetSpec(PluginSpec):
+    kind: ClassVar[PluginKind] = "dataset"
+
+    def capabilities(self) -> dict[str, Any]:
+        return {"splits": list(self.factory.splits)}
+
+
+def params_schema(cls: type[BaseModel]) -> dict[str, Any]:
+    """JSON schema of a parameter model (used by docs and `robench plugins --verbose`)."""
+    return cls.model_json_schema()
+
+
+class ScoresModule(torch.nn.Module):
+    """An ``nn.Module`` view of any Model (for libraries such as foolbox that want a module).
+
+    Gradients flow only if the model is ``differentiable``. The Model is held, not registered as a
+    submodule, so ``.to()``/``.eval()`` on this wrapper do not touch it.
+    """
+
+    def __init__(self, model: Model):
+        super().__init__()
+        object.__setattr__(self, "model", model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.scores(x)
