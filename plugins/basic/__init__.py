@@ -1,0 +1,1 @@
+"""Built-in robench plugins: basic (being written; registers nothing yet)."""

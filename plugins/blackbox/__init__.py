@@ -1,0 +1,1 @@
+"""Built-in robench plugins: blackbox (being written; registers nothing yet)."""

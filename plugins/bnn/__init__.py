@@ -1,0 +1,1 @@
+"""Built-in robench plugins: bnn (being written; registers nothing yet)."""

@@ -1,0 +1,1 @@
+"""Built-in robench plugins: cnn (being written; registers nothing yet)."""

@@ -1,0 +1,1 @@
+"""Built-in robench plugins: convex (being written; registers nothing yet)."""

@@ -1,0 +1,1 @@
+"""Built-in robench plugins: critic (being written; registers nothing yet)."""

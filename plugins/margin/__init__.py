@@ -1,0 +1,1 @@
+"""Built-in robench plugins: margin (being written; registers nothing yet)."""

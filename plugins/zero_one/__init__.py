@@ -1,0 +1,1 @@
+"""Built-in robench plugins: zero_one (being written; registers nothing yet)."""
