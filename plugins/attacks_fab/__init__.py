@@ -1,0 +1,1 @@
+"""Built-in robench plugins: attacks_fab (being written; registers nothing yet)."""
