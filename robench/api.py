@@ -65,6 +65,16 @@ class Context:
     # Called with (done, total) by long loops (training epochs, attack iterations) to drive progress bars.
     progress: Callable[[int, int], None] | None = None
     log: Callable[[str], None] = print
+    #: Unlabelled inputs of the evaluation split that an attack may use beyond its batch (e.g. the
+    #: seed set of a substitute attack). Set by the harness for attack runs; None during training.
+    pool: torch.Tensor | None = None
+    #: Extra per-cell figures an attack reports (e.g. a substitute's label match rate); the harness
+    #: stores the last value recorded under each name with the cell. Use :meth:`record`.
+    records: dict[str, float] = field(default_factory=dict)
+
+    def record(self, name: str, value: float) -> None:
+        """Report a named figure for the current cell (shown in the leaderboard's cell details)."""
+        self.records[name] = float(value)
 
     def generator(self, offset: int = 0) -> torch.Generator:
         """A CPU generator seeded from the run seed (offset separates independent streams)."""
@@ -165,7 +175,8 @@ class Attack:
     which are real: it re-classifies them, checks the [0, 1] box and recomputes every norm.
 
     Subclasses set :attr:`Params`, :attr:`kind` and :attr:`needs`, and set ``self.norm`` (which may
-    depend on the parameters, e.g. PGD's ``norm``).
+    depend on the parameters, e.g. PGD's ``norm``). One instance lives for one cell (one model, one
+    eps): it may keep state across the cell's batches, e.g. a trained substitute.
     """
 
     Params: ClassVar[type[Params]] = NoParams
