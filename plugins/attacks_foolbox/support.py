@@ -1,0 +1,262 @@
+"""Library-independent pieces of the attack adapters (used by attacks_foolbox and attacks_art).
+
+Everything here works on canonical tensors (float32 NCHW in [0, 1], int64 labels) and calls the
+model only through ``model.scores`` so the harness's counting wrapper sees every pass.
+
+* :func:`seeded` - library randomness (torch and numpy global generators) seeded from ctx.seed
+  without disturbing the caller's generators.
+* :func:`keep_adversarial` - the adapter's own check of what a library returned: a row is kept
+  only if it is finite, inside [0, 1] and misclassified; otherwise it becomes NaN ("no
+  adversarial"). The harness re-verifies anyway; this keeps a library's failure sentinel (e.g.
+  foolbox C&W's all-zero image) from ever reaching it as a claimed success.
+* :class:`Oracle` - a decision oracle that counts queries per sample, enforces a query cap and
+  remembers the best adversarial seen for each sample (so a capped attack still returns its best).
+* :func:`starting_points` - the documented initialisation of attacks that must start from an
+  adversarial (Brendel-Bethge, HopSkipJump, Boundary); see its docstring.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+import torch
+
+import robench
+from robench.api import Norm
+
+#: Channel changes at most this large are float residue, not perturbation (same rule as verify.py).
+RESIDUE = 1e-6
+
+
+def lp_norms(delta: torch.Tensor, norm: Norm) -> torch.Tensor:
+    """Per-sample norm of an (N, C, H, W) perturbation; L0 counts pixels (any channel changed)."""
+    d = delta.detach().double()
+    if norm == Norm.L0:
+        changed = (d != 0).any(dim=1) if d.dim() == 4 else d != 0
+        return changed.flatten(1).sum(1).double()
+    flat = d.flatten(1)
+    if norm == Norm.L1:
+        return flat.abs().sum(1)
+    if norm == Norm.L2:
+        return flat.norm(dim=1)
+    return flat.abs().amax(1)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device):
+    """Seed torch (CPU and the CUDA device in use) and numpy's global generator; restore both after.
+
+    foolbox draws from torch's global generator, ART from ``np.random``: seeding both makes every
+    library attack reproducible for a given ctx.seed.
+    """
+    devices = [device] if device.type == "cuda" else []
+    np_state = np.random.get_state()
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
+
+
+def predict(model: robench.Model, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model.scores(x[i : i + batch]).argmax(1) for i in range(0, len(x), batch)])
+
+
+def keep_adversarial(model: robench.Model, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, norm: Norm) -> torch.Tensor:
+    """Rows of ``x_adv`` that are finite, in [0, 1] and misclassified; every other row becomes NaN.
+
+    Values outside the box by at most RESIDUE are clipped first (libraries return 1 + 1e-7); for
+    L0, channel changes of at most RESIDUE are reset to the input when the result stays adversarial,
+    so pixels a library never meant to touch are not counted.
+    """
+    x_adv = x_adv.detach().to(device=x.device, dtype=x.dtype).reshape(x.shape)
+    finite = torch.isfinite(x_adv.flatten(1)).all(1)
+    safe = torch.where(finite.view(-1, *[1] * (x.dim() - 1)), x_adv, x)
+    in_box = ((safe >= -RESIDUE) & (safe <= 1 + RESIDUE)).flatten(1).all(1)
+    safe = safe.clamp(0, 1)
+    if norm == Norm.L0:
+        cleaned = torch.where((safe - x).abs() <= RESIDUE, x, safe)
+        still = predict(model, cleaned) != y
+        safe = torch.where(still.view(-1, *[1] * (x.dim() - 1)), cleaned, safe)
+    ok = finite & in_box & (predict(model, safe) != y)
+    return torch.where(ok.view(-1, *[1] * (x.dim() - 1)), safe, torch.full_like(x, math.nan))
+
+
+def merge_best(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, norm: Norm) -> torch.Tensor:
+    """Per row, the smaller-norm of two candidate adversarials (NaN rows lose)."""
+    na = torch.where(torch.isnan(a.flatten(1)).any(1), math.inf, lp_norms(a.nan_to_num() - x, norm))
+    nb = torch.where(torch.isnan(b.flatten(1)).any(1), math.inf, lp_norms(b.nan_to_num() - x, norm))
+    take_b = (nb < na).view(-1, *[1] * (x.dim() - 1))
+    return torch.where(take_b, b, a)
+
+
+def run_on_correct(model: robench.Model, x: torch.Tensor, y: torch.Tensor, attack_fn) -> torch.Tensor:
+    """Attack only the samples the model classifies correctly; the others are returned unchanged
+    (already broken at norm 0). ``attack_fn(x, y)`` returns candidate adversarials for its subset."""
+    out = x.clone()
+    todo = predict(model, x) == y
+    if todo.any():
+        out[todo] = attack_fn(x[todo], y[todo]).to(out)
+    return out
+
+
+class QueryBudgetExhausted(Exception):
+    """Raised inside a library's loop when the next query would exceed the per-sample cap."""
+
+
+class Oracle:
+    """Counts model queries per sample, enforces ``max_queries`` and tracks the best adversarial.
+
+    ``query(xq, idx)`` evaluates rows ``xq`` where row k belongs to sample ``idx[k]``. A query is
+    one model evaluation of one input. The cap is checked before evaluating, so no sample ever
+    exceeds it; the library loop is then interrupted by :class:`QueryBudgetExhausted` and the
+    adapter returns :attr:`best`.
+    """
+
+    def __init__(self, model: robench.Model, x: torch.Tensor, y: torch.Tensor, norm: Norm, max_queries: int | None = None):
+        self.model, self.x, self.y, self.norm = model, x, y, norm
+        self.max_queries = max_queries
+        self.queries = torch.zeros(len(x), dtype=torch.long)
+        self.best = torch.full_like(x, math.nan)
+        self.best_norm = torch.full((len(x),), math.inf, dtype=torch.float64)
+
+    def query(self, xq: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        idx = idx.cpu()
+        counts = torch.bincount(idx, minlength=len(self.x))
+        if self.max_queries is not None and bool(((self.queries + counts) > self.max_queries).any()):
+            raise QueryBudgetExhausted
+        self.queries += counts
+        with torch.no_grad():
+            scores = self.model.scores(xq)
+        self._track(xq.detach(), idx, scores.argmax(1).cpu())
+        return scores
+
+    def _track(self, xq: torch.Tensor, idx: torch.Tensor, pred: torch.Tensor) -> None:
+        adv = pred != self.y.cpu()[idx]
+        inside = ((xq >= 0) & (xq <= 1)).flatten(1).all(1).cpu()
+        rows = (adv & inside).nonzero().flatten()
+        if len(rows) == 0:
+            return
+        dev = rows.to(xq.device)
+        norms = lp_norms(xq[dev] - self.x[idx[rows].to(xq.device)], self.norm).cpu()
+        for r, n in zip(rows.tolist(), norms.tolist()):
+            i = int(idx[r])
+            if n < self.best_norm[i]:
+                self.best_norm[i] = n
+                self.best[i] = xq[r]
+
+    def remaining(self) -> int | None:
+        """Queries left to the sample that has used most (None without a cap)."""
+        if self.max_queries is None:
+            return None
+        return int(self.max_queries - self.queries.max())
+
+    def record(self, ctx: robench.Context, prefix: str = "queries") -> None:
+        q = self.queries.double()
+        ctx.record(f"{prefix}_mean", float(q.mean()) if len(q) else 0.0)
+        ctx.record(f"{prefix}_max", float(q.max()) if len(q) else 0.0)
+
+
+class OracleModule(torch.nn.Module):
+    """An ``nn.Module`` over an :class:`Oracle`, for libraries that want a module.
+
+    ``sample=None``: lock-step libraries (foolbox's decision attacks), where every call holds one
+    row per sample in order. ``sample=i``: every row of every call belongs to sample i (ART's
+    attacks that loop over samples, driven one sample at a time by the adapter).
+    """
+
+    def __init__(self, oracle: Oracle, sample: int | None = None):
+        super().__init__()
+        object.__setattr__(self, "oracle", oracle)
+        self.sample = sample
+
+    def forward(self, xq: torch.Tensor) -> torch.Tensor:
+        n = len(self.oracle.x)
+        if self.sample is None:
+            if len(xq) != n:
+                raise RuntimeError(f"OracleModule: lock-step call with {len(xq)} rows for {n} samples")
+            idx = torch.arange(n)
+        else:
+            idx = torch.full((len(xq),), self.sample, dtype=torch.long)
+        return self.oracle.query(xq, idx)
+
+
+def starting_points(
+    oracle: Oracle,
+    gen: torch.Generator,
+    pool: torch.Tensor | None = None,
+    noise_tries: int = 100,
+    search_steps: int = 10,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Documented initialisation for attacks that must start from an adversarial.
+
+    For each sample, in order (all queries go through ``oracle``, so they count and are capped):
+
+    1. **Other images**: among the other images of the batch and of ``pool`` (the evaluation
+       inputs the harness offers in ``ctx.pool``), those the model assigns to another class than
+       the sample's label; the one nearest in the attack's norm is taken.
+    2. **Uniform noise** for samples that found none: up to ``noise_tries`` draws of U[0, 1]
+       noise (from ``gen``), the first one classified differently is taken.
+    3. **Boundary search**: ``search_steps`` bisection steps on the blend (1 - t) x + t start,
+       keeping the adversarial end, so the attack starts close to the decision boundary.
+
+    Returns (starts, found): starts is NaN where nothing was found (those samples are reported
+    as "no adversarial").
+    """
+    x, y = oracle.x, oracle.y
+    n = len(x)
+    dev = x.device
+    starts = torch.full_like(x, math.nan)
+    found = torch.zeros(n, dtype=torch.bool)
+
+    # 1. other images (batch first; the pool's predictions are queries of no particular sample,
+    #    so they are charged to every sample that may use them).
+    cands = [x]
+    if pool is not None and len(pool):
+        cands.append(pool.to(dev, x.dtype)[:512])
+    cand = torch.cat(cands)
+    cand_pred = []
+    for s in range(0, len(cand), n):
+        chunk = cand[s : s + n]
+        cand_pred.append(oracle.query(chunk, torch.arange(len(chunk))).argmax(1))
+    cand_pred = torch.cat(cand_pred)
+    for i in range(n):
+        ok = cand_pred != y[i]
+        if ok.any():
+            pts = cand[ok]
+            j = int(lp_norms(pts - x[i : i + 1], oracle.norm).argmin())
+            starts[i] = pts[j]
+            found[i] = True
+
+    # 2. uniform noise
+    missing = (~found).nonzero().flatten()
+    for _ in range(noise_tries):
+        if len(missing) == 0:
+            break
+        noise = torch.rand((len(missing), *x.shape[1:]), generator=gen).to(dev, x.dtype)
+        pred = oracle.query(noise, missing).argmax(1).cpu()
+        hit = pred != y.cpu()[missing]
+        for k in hit.nonzero().flatten().tolist():
+            starts[missing[k]] = noise[k]
+            found[missing[k]] = True
+        missing = missing[~hit]
+
+    # 3. bisection towards the input, lock-step over the samples that have a start
+    idx = found.nonzero().flatten()
+    if len(idx):
+        xi, si = x[idx.to(dev)], starts[idx.to(dev)]
+        lo = torch.zeros(len(idx), device=dev)
+        hi = torch.ones(len(idx), device=dev)
+        for _ in range(search_steps):
+            mid = (lo + hi) / 2
+            blend = xi + mid.view(-1, *[1] * (x.dim() - 1)) * (si - xi)
+            adv = (oracle.query(blend, idx).argmax(1) != y[idx.to(dev)])
+            hi = torch.where(adv, mid, hi)
+            lo = torch.where(adv, lo, mid)
+        starts[idx.to(dev)] = xi + hi.view(-1, *[1] * (x.dim() - 1)) * (si - xi)
+    return starts, found

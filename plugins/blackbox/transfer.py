@@ -1,0 +1,67 @@
+"""Transfer attack: a white-box attack plugin run on a *source* model; the harness then checks the
+adversarials on the target. One suite attack entry per source gives one row of the papers'
+source x target transfer tables.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import Field, ValidationError
+
+import robench
+from robench.errors import PluginError, UserInputError
+from robench.plugins import get_registry
+
+
+class TransferParams(robench.Params):
+    attack: str = Field(description="name of the white-box attack plugin run on the source model (e.g. fgsm, pgd)")
+    params: dict[str, Any] = Field(default_factory=dict, description="that plugin's parameters")
+
+
+class Transfer(robench.Attack):
+    """Adversarials crafted on ``source`` and returned unchanged for the harness to verify on the target.
+
+    ``kind`` and ``norm`` are those of the inner attack (instance attributes, set on construction).
+    The target is never queried.
+    """
+
+    Params = TransferParams
+    kind = "bounded"  # class default; each instance takes the inner attack's kind
+    needs = frozenset({"transfer"})
+
+    def __init__(self, params: TransferParams):
+        super().__init__(params)
+        if params.attack == "transfer":
+            raise PluginError("transfer: the inner attack cannot itself be 'transfer'")
+        spec = get_registry().get("attack", params.attack)
+        factory = spec.factory
+        if "transfer" in factory.needs:
+            raise PluginError(f"transfer: inner attack {params.attack!r} is itself a transfer attack")
+        try:
+            inner_params = factory.Params(**params.params)
+        except ValidationError as exc:
+            raise UserInputError(f"transfer: parameters of inner attack {params.attack!r} are invalid:\n{exc}") from None
+        self.inner: robench.Attack = factory(inner_params)
+        self.kind = self.inner.kind
+        self.norm = self.inner.norm
+        self.randomized = factory.randomized
+
+    def run(self, model, x, y, *, eps, ctx, source=None):
+        if source is None:
+            raise UserInputError(
+                "transfer: no source model given; name it with `source: <model name>` on the suite's attack entry"
+            )
+        crafted_on = source
+        if "gradients" in self.inner.needs and not getattr(source, "differentiable", True):
+            crafted_on = source.surrogate()
+            if crafted_on is None:
+                raise UserInputError(
+                    f"transfer: inner attack {self.params.attack!r} needs gradients, but the source model "
+                    f"{type(source).__name__} is not differentiable and offers no surrogate()"
+                )
+        x_adv = self.inner.run(crafted_on, x, y, eps=eps, ctx=ctx)
+        if x_adv.shape != x.shape:
+            raise RuntimeError(f"transfer: inner attack {self.params.attack!r} returned shape {tuple(x_adv.shape)} for input {tuple(x.shape)}")
+        return x_adv.detach().to(torch.float32)

@@ -1,0 +1,323 @@
+"""The results store: one SQLite file (stdlib sqlite3, WAL), written one transaction per batch.
+
+Tables: ``runs`` (provenance of each invocation), ``cells`` (one model x attack x eps), ``samples``
+(one row per cell and sample), ``clean`` (each model's clean prediction per sample) and ``noise``
+(predictions under Gaussian noise). A killed run loses at most the batch in flight; a rerun skips
+what is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .errors import StoreError
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    suite TEXT NOT NULL,
+    suite_hash TEXT NOT NULL,
+    started REAL NOT NULL,
+    finished REAL,
+    status TEXT NOT NULL,
+    provenance TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cells (
+    key TEXT PRIMARY KEY,
+    suite TEXT NOT NULL,
+    model TEXT NOT NULL,
+    model_plugin TEXT NOT NULL,
+    attack TEXT NOT NULL,
+    attack_plugin TEXT NOT NULL,
+    norm TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    eps REAL,
+    source TEXT,
+    needs TEXT NOT NULL,
+    via_surrogate INTEGER NOT NULL DEFAULT 0,
+    config TEXT NOT NULL,
+    n_total INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    records TEXT NOT NULL DEFAULT '{}',
+    run_id INTEGER,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS samples (
+    cell TEXT NOT NULL REFERENCES cells(key),
+    idx INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    label INTEGER NOT NULL,
+    clean_pred INTEGER NOT NULL,
+    success INTEGER NOT NULL,
+    rejected INTEGER NOT NULL,
+    reject_reason TEXT,
+    l0 REAL, l1 REAL, l2 REAL, linf REAL,
+    forward REAL NOT NULL,
+    backward REAL NOT NULL,
+    seconds REAL NOT NULL,
+    PRIMARY KEY (cell, idx)
+);
+CREATE TABLE IF NOT EXISTS clean (
+    suite TEXT NOT NULL,
+    model TEXT NOT NULL,
+    model_key TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    label INTEGER NOT NULL,
+    pred INTEGER NOT NULL,
+    PRIMARY KEY (suite, model, idx)
+);
+CREATE TABLE IF NOT EXISTS noise (
+    suite TEXT NOT NULL,
+    model TEXT NOT NULL,
+    model_key TEXT NOT NULL,
+    sigma REAL NOT NULL,
+    idx INTEGER NOT NULL,
+    label INTEGER NOT NULL,
+    pred INTEGER NOT NULL,
+    PRIMARY KEY (suite, model, model_key, sigma, idx)
+);
+CREATE TABLE IF NOT EXISTS suites (
+    name TEXT PRIMARY KEY,
+    suite_hash TEXT NOT NULL,
+    config TEXT NOT NULL,
+    updated REAL NOT NULL
+);
+"""
+
+
+@dataclass
+class SampleRow:
+    idx: int
+    sha256: str
+    label: int
+    clean_pred: int
+    success: bool
+    rejected: bool
+    reject_reason: str | None
+    l0: float | None
+    l1: float | None
+    l2: float | None
+    linf: float | None
+    forward: float
+    backward: float
+    seconds: float
+
+
+def _nan_to_none(v):
+    return None if v is None or v != v else float(v)
+
+
+class Store:
+    """A robench results store; use as a context manager or call :meth:`close`."""
+
+    def __init__(self, path: str | Path, *, create: bool = True):
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise StoreError(f"no results store at {self.path}")
+        if create:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the output folder {self.path.parent}: {exc}") from None
+        try:
+            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=60000")
+            self._check_or_init()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a robench results store ({exc})") from None
+
+    def _check_or_init(self) -> None:
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "meta" not in tables:
+            raise StoreError(f"{self.path} is an SQLite file but not a robench results store (tables: {sorted(tables)})")
+        if "meta" in tables:
+            row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None or int(row[0]) != SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: unsupported store schema version {row and row[0]} (this robench reads {SCHEMA_VERSION})")
+            return
+        with self.transaction():
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    self.db.execute(statement)
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def transaction(self):
+        return _Transaction(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- runs -------------------------------------------------------------------------------
+    def start_run(self, suite: str, suite_hash: str, provenance: dict[str, Any]) -> int:
+        with self.transaction():
+            cur = self.db.execute(
+                "INSERT INTO runs (suite, suite_hash, started, status, provenance) VALUES (?, ?, ?, 'running', ?)",
+                (suite, suite_hash, time.time(), json.dumps(provenance, sort_keys=True)),
+            )
+        return int(cur.lastrowid)
+
+    def finish_run(self, run_id: int, status: str) -> None:
+        with self.transaction():
+            self.db.execute("UPDATE runs SET finished=?, status=? WHERE id=?", (time.time(), status, run_id))
+
+    def save_suite(self, name: str, suite_hash: str, config: dict) -> None:
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR REPLACE INTO suites VALUES (?, ?, ?, ?)",
+                (name, suite_hash, json.dumps(config, sort_keys=True), time.time()),
+            )
+
+    def suites(self) -> dict[str, dict]:
+        return {r[0]: json.loads(r[1]) for r in self.db.execute("SELECT name, config FROM suites ORDER BY name")}
+
+    def runs(self, suite: str | None = None) -> list[dict]:
+        q = "SELECT id, suite, suite_hash, started, finished, status, provenance FROM runs"
+        rows = self.db.execute(q + (" WHERE suite=?" if suite else "") + " ORDER BY id", (suite,) if suite else ())
+        return [
+            dict(id=r[0], suite=r[1], suite_hash=r[2], started=r[3], finished=r[4], status=r[5], provenance=json.loads(r[6]))
+            for r in rows
+        ]
+
+    # -- cells ------------------------------------------------------------------------------
+    def ensure_cell(self, key: str, run_id: int, **fields: Any) -> str:
+        """Create the cell if new; return its status ('pending', 'running', 'done', 'failed')."""
+        with self.transaction():
+            row = self.db.execute("SELECT status FROM cells WHERE key=?", (key,)).fetchone()
+            if row is not None:
+                return row[0]
+            cols = ["key", "run_id", "status", "updated"] + list(fields)
+            vals = [key, run_id, "pending", time.time()] + [
+                json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v for v in fields.values()
+            ]
+            self.db.execute(f"INSERT INTO cells ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", vals)
+        return "pending"
+
+    def set_cell_status(self, key: str, status: str, *, error: str | None = None, run_id: int | None = None,
+                        records: dict | None = None) -> None:
+        with self.transaction():
+            self.db.execute(
+                "UPDATE cells SET status=?, error=?, updated=?, run_id=COALESCE(?, run_id), records=COALESCE(?, records) WHERE key=?",
+                (status, error, time.time(), run_id, json.dumps(records, sort_keys=True) if records is not None else None, key),
+            )
+
+    def cells(self, suite: str | None = None) -> list[dict]:
+        cur = self.db.execute("SELECT * FROM cells" + (" WHERE suite=?" if suite else "") + " ORDER BY rowid", (suite,) if suite else ())
+        names = [d[0] for d in cur.description]
+        out = []
+        for r in cur:
+            row = dict(zip(names, r))
+            row["config"] = json.loads(row["config"])
+            row["needs"] = json.loads(row["needs"])
+            row["records"] = json.loads(row["records"] or "{}")
+            out.append(row)
+        return out
+
+    def done_indices(self, cell: str) -> set[int]:
+        return {r[0] for r in self.db.execute("SELECT idx FROM samples WHERE cell=?", (cell,))}
+
+    def write_samples(self, cell: str, rows: Iterable[SampleRow], records: dict | None = None) -> None:
+        """One batch, one transaction: either all its rows are stored or none."""
+        with self.transaction():
+            self.db.executemany(
+                "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (cell, r.idx, r.sha256, r.label, r.clean_pred, int(r.success), int(r.rejected), r.reject_reason,
+                     _nan_to_none(r.l0), _nan_to_none(r.l1), _nan_to_none(r.l2), _nan_to_none(r.linf),
+                     r.forward, r.backward, r.seconds)
+                    for r in rows
+                ],
+            )
+            if records:
+                self.db.execute("UPDATE cells SET records=?, updated=? WHERE key=?", (json.dumps(records, sort_keys=True), time.time(), cell))
+
+    def samples(self, cell: str) -> list[dict]:
+        cur = self.db.execute("SELECT * FROM samples WHERE cell=? ORDER BY idx", (cell,))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur]
+
+    # -- clean and noise predictions --------------------------------------------------------
+    def clean_indices(self, suite: str, model: str, model_key: str) -> set[int]:
+        return {r[0] for r in self.db.execute(
+            "SELECT idx FROM clean WHERE suite=? AND model=? AND model_key=?", (suite, model, model_key))}
+
+    def write_clean(self, suite: str, model: str, model_key: str, rows: list[tuple[int, str, int, int]]) -> None:
+        with self.transaction():
+            # Rows of another version of this model are stale; rows of this one are kept (a smaller
+            # --limit must not forget samples stored by an earlier, larger run).
+            self.db.execute("DELETE FROM clean WHERE suite=? AND model=? AND model_key<>?", (suite, model, model_key))
+            self.db.executemany(
+                "INSERT OR REPLACE INTO clean VALUES (?, ?, ?, ?, ?, ?, ?)", [(suite, model, model_key, *r) for r in rows]
+            )
+
+    def clean(self, suite: str) -> dict[str, dict[int, tuple[int, int, str]]]:
+        """model -> idx -> (label, pred, sha256)."""
+        out: dict[str, dict[int, tuple[int, int, str]]] = {}
+        for model, idx, label, pred, sha in self.db.execute(
+            "SELECT model, idx, label, pred, sha256 FROM clean WHERE suite=? ORDER BY idx", (suite,)
+        ):
+            out.setdefault(model, {})[idx] = (label, pred, sha)
+        return out
+
+    def noise_done(self, suite: str, model: str, model_key: str, sigma: float) -> bool:
+        return self.db.execute(
+            "SELECT 1 FROM noise WHERE suite=? AND model=? AND model_key=? AND sigma=? LIMIT 1", (suite, model, model_key, sigma)
+        ).fetchone() is not None
+
+    def write_noise(self, suite: str, model: str, model_key: str, sigma: float, rows: list[tuple[int, int, int]]) -> None:
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO noise VALUES (?, ?, ?, ?, ?, ?, ?)", [(suite, model, model_key, sigma, *r) for r in rows]
+            )
+
+    def noise(self, suite: str) -> dict[str, dict[float, tuple[int, int]]]:
+        """model -> sigma -> (correct, total)."""
+        out: dict[str, dict[float, tuple[int, int]]] = {}
+        for model, sigma, correct, total in self.db.execute(
+            "SELECT model, sigma, SUM(label = pred), COUNT(*) FROM noise WHERE suite=? GROUP BY model, sigma ORDER BY model, sigma", (suite,)
+        ):
+            out.setdefault(model, {})[sigma] = (int(correct), int(total))
+        return out
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        else:
+            self.db.execute("ROLLBACK")
+        return False
+
+
+def iter_stores(path: str | Path) -> Iterator[Path]:
+    """A store file, or every ``results.sqlite`` under a folder."""
+    p = Path(path)
+    if p.is_file():
+        yield p
+    elif p.is_dir():
+        yield from sorted(p.rglob("results.sqlite"))
