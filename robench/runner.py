@@ -304,6 +304,7 @@ class Runner:
         entry = next(m for m in self.suite.models if m.name == name)
         spec = self.registry.get("model", entry.plugin)
         params: Params = self.resolved.model_params[name]
+        _seed_everything(self.suite.seed)  # weight initialisation must not depend on what ran before
         model: Model = spec.factory(params, info)
         key = self.model_keys[name]
         folder = self.opt.cache_dir / key

@@ -32,7 +32,7 @@ def target(digits):
     torch.manual_seed(0)
     model = SmallMlp(robench.NoParams(), INFO)
     opt = torch.optim.Adam(model.net.parameters(), lr=3e-3)
-    for _ in range(60):
+    for _ in range(25):
         for i in range(0, len(x), 128):
             loss = nn.functional.cross_entropy(model.net(x[i : i + 128]), y[i : i + 128])
             opt.zero_grad()
@@ -42,7 +42,7 @@ def target(digits):
 
 
 def fast_params(**kw):
-    base = dict(seed_size=100, rounds=4, epochs=30, lr=3e-3, activation="relu", max_samples=1600, record_rounds=False)
+    base = dict(seed_size=100, rounds=4, epochs=10, lr=3e-3, activation="relu", max_samples=1600, record_rounds=False)
     base.update(kw)
     return Substitute.Params(**base)
 
@@ -147,8 +147,8 @@ def test_deterministic_for_a_seed(target, digits):
 @pytest.mark.parametrize("craft", ["fgsm", "pgd"])
 def test_cnn_substitute_and_pgd_respect_the_bound(target, digits, craft):
     _, (x, y) = digits
-    ctx = robench.Context(seed=0, pool=x[:200])
-    attack = Substitute(fast_params(substitute="cnn", rounds=2, epochs=5, craft=craft, pgd_steps=3))
+    ctx = robench.Context(seed=0, pool=x[:100])
+    attack = Substitute(fast_params(substitute="cnn", seed_size=50, rounds=2, epochs=2, craft=craft, pgd_steps=3))
     x_adv = attack.run(target, x[:40], y[:40], eps=0.1, ctx=ctx)
     assert float((x_adv - x[:40]).abs().max()) <= 0.1 + 1e-6
     assert x_adv.min() >= 0 and x_adv.max() <= 1

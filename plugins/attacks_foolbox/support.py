@@ -150,11 +150,22 @@ class Oracle:
                 self.best_norm[i] = n
                 self.best[i] = xq[r]
 
-    def remaining(self) -> int | None:
-        """Queries left to the sample that has used most (None without a cap)."""
-        if self.max_queries is None:
-            return None
-        return int(self.max_queries - self.queries.max())
+    def subset(self, mask: torch.Tensor) -> Oracle:
+        """An oracle over the samples in ``mask`` that carries over their queries and best so far."""
+        m = mask.cpu()
+        md = m.to(self.x.device)
+        sub = Oracle(self.model, self.x[md], self.y[md], self.norm, self.max_queries)
+        sub.queries = self.queries[m].clone()
+        sub.best = self.best[md].clone()
+        sub.best_norm = self.best_norm[m].clone()
+        return sub
+
+    def absorb(self, sub: Oracle, mask: torch.Tensor) -> None:
+        """Write back a :meth:`subset`'s queries and best adversarials."""
+        m = mask.cpu()
+        self.queries[m] = sub.queries
+        self.best[m.to(self.x.device)] = sub.best
+        self.best_norm[m] = sub.best_norm
 
     def record(self, ctx: robench.Context, prefix: str = "queries") -> None:
         q = self.queries.double()
@@ -190,6 +201,7 @@ def starting_points(
     oracle: Oracle,
     gen: torch.Generator,
     pool: torch.Tensor | None = None,
+    pool_size: int = 100,
     noise_tries: int = 100,
     search_steps: int = 10,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,9 +209,10 @@ def starting_points(
 
     For each sample, in order (all queries go through ``oracle``, so they count and are capped):
 
-    1. **Other images**: among the other images of the batch and of ``pool`` (the evaluation
-       inputs the harness offers in ``ctx.pool``), those the model assigns to another class than
-       the sample's label; the one nearest in the attack's norm is taken.
+    1. **Other images**: among the other images of the batch and up to ``pool_size`` images of
+       ``pool`` (the evaluation inputs the harness offers in ``ctx.pool``, drawn with ``gen``),
+       those the model assigns to another class than the sample's label; the one nearest in the
+       attack's norm is taken.
     2. **Uniform noise** for samples that found none: up to ``noise_tries`` draws of U[0, 1]
        noise (from ``gen``), the first one classified differently is taken.
     3. **Boundary search**: ``search_steps`` bisection steps on the blend (1 - t) x + t start,
@@ -214,11 +227,12 @@ def starting_points(
     starts = torch.full_like(x, math.nan)
     found = torch.zeros(n, dtype=torch.bool)
 
-    # 1. other images (batch first; the pool's predictions are queries of no particular sample,
-    #    so they are charged to every sample that may use them).
+    # 1. other images. Classifying a candidate is a query of no particular sample: the rows are
+    #    charged round-robin to the samples of the batch.
     cands = [x]
-    if pool is not None and len(pool):
-        cands.append(pool.to(dev, x.dtype)[:512])
+    if pool is not None and len(pool) and pool_size > 0:
+        pick = torch.randperm(len(pool), generator=gen)[:pool_size]
+        cands.append(pool[pick].to(dev, x.dtype))
     cand = torch.cat(cands)
     cand_pred = []
     for s in range(0, len(cand), n):

@@ -10,6 +10,7 @@ surrogate gradients are what attacks see. The state dict holds every TF variable
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import numpy as np
@@ -23,8 +24,14 @@ INSTALL_HINT = "pip install 'robench[tf]'"
 
 def import_tf():
     """Import TensorFlow and larq with legacy Keras (tf_keras), or fail with how to install them."""
+    tf_already_loaded = "tensorflow" in sys.modules
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # larq 0.14 needs Keras 2 (tf_keras)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if tf_already_loaded and "larq" not in sys.modules and os.environ["TF_USE_LEGACY_KERAS"] != "1":
+        raise RuntimeError(
+            "the bnn model plugin needs TF_USE_LEGACY_KERAS=1, but TensorFlow was imported before with "
+            "Keras 3; set TF_USE_LEGACY_KERAS=1 in the environment before anything imports TensorFlow"
+        )
     try:
         import larq
         import tensorflow as tf

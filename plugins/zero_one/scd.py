@@ -1,0 +1,362 @@
+"""Batched stochastic coordinate descent (SCD) for 01-loss models: SCD01 (linear) and MLP01.
+
+Algorithm (01-loss papers, ``01loss-*.md``; ALGORITHM-NOTES.md). Every vote is an independent
+run with its own random stream; per iteration a vote
+
+1. draws a class-balanced batch (``batch_fraction`` of each class, without replacement);
+2. MLP01 only: tries ``coords`` random output weights (all of them when there are fewer), each
+   moved by +-``step`` (random sign), with the output threshold chosen by an exact search;
+3. tries ``coords`` random input weights of the node being trained (the linear node, or one
+   random hidden unit of MLP01) moved by +-``step``, with that node's threshold chosen by an
+   exact search that scores the *network's* 01 loss on the batch;
+4. accepts the best candidate only if its batch loss is strictly below the loss of the current
+   weights with their own best threshold on the same batch (candidate 0 below);
+5. keeps the model with the lowest 01 loss on the full training data seen so far.
+
+Weights stay unit-norm (a positive rescale of a node changes no decision, so candidates are
+scored before the renormalisation). During the first ``balanced_fraction`` of the iterations the
+objective is the class-balanced 01 loss (the mean of the per-class error rates), then the plain one.
+
+Speed (the point of this module): votes are a tensor dimension and are trained together;
+projections of the whole training set are kept and updated by the rank-1 change of the one
+accepted coordinate instead of recomputing X.w; the best threshold of every (vote, candidate)
+comes from one batched sort + cumulative sum; accept/reject is a masked update. The random draws
+happen per vote on CPU generators, in the same order as the per-vote reference
+(:mod:`.reference`), so both follow the same trajectory and results do not depend on how many
+votes are trained at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+
+@dataclass(frozen=True)
+class SCDConfig:
+    iterations: int = 500
+    votes: int = 32
+    hidden: int = 0  # 0: linear SCD01; > 0: MLP01 with that many sign units
+    coords: int = 128
+    step: float = 0.17
+    batch_fraction: float = 0.75
+    balanced_fraction: float = 0.2
+    memory_mb: int = 2048  # working-memory budget that decides how many votes train at once
+    kernel: str = "auto"  # threshold-search kernel: auto | torch | numba (see candidate_cuts)
+
+
+def vote_generator(seed: int, stream: int, vote: int) -> torch.Generator:
+    """The random stream of one vote (``stream`` separates the one-vs-all classes)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + stream * 10_007 + vote)
+
+
+# -- exact threshold search ----------------------------------------------------------------------
+
+
+def best_cut(q: torch.Tensor, dlt: torch.Tensor, e_hi_total: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact best threshold of a node for every row of ``q``.
+
+    ``q`` (..., n): projections; a sample is on the "hi" side when ``q > t``. The loss of a sample
+    is ``e_hi`` when it is on the hi side and ``e_lo`` otherwise (integer weights);
+    ``dlt = e_lo - e_hi`` (broadcastable to ``q``), ``e_hi_total`` (...) = sum of ``e_hi``.
+    Candidate thresholds are the midpoints between consecutive distinct sorted values plus one
+    below and one above all values; the loss of cut k (k lowest samples on the lo side) is
+    ``e_hi_total + cumsum(dlt sorted)[k]``. Ties go to the lowest cut. Returns (loss (...) int64,
+    threshold (...) float).
+    """
+    n = q.shape[-1]
+    vals, order = torch.sort(q + 0.0, dim=-1)  # + 0.0 turns -0.0 into +0.0 (one value, one key)
+    csum = torch.gather(dlt.expand(q.shape), -1, order).cumsum(-1)
+    # a cut between two equal values is no cut at all
+    tied = torch.zeros(q.shape, dtype=torch.bool, device=q.device)
+    tied[..., :-1] = vals[..., :-1] == vals[..., 1:]
+    csum.masked_fill_(tied, torch.iinfo(csum.dtype).max // 2)
+    zero = torch.zeros(q.shape[:-1] + (1,), dtype=csum.dtype, device=q.device)
+    full = torch.cat([zero, csum], dim=-1)  # full[..., k] = loss of cut k minus e_hi_total
+    k = full.argmin(dim=-1, keepdim=True)  # first minimum = lowest cut
+    loss = e_hi_total.to(torch.int64) + full.gather(-1, k).squeeze(-1).to(torch.int64)
+    below = vals.gather(-1, (k - 1).clamp(min=0)).squeeze(-1)
+    above = vals.gather(-1, k.clamp(max=n - 1)).squeeze(-1)
+    mid = (below + above) / 2
+    thr = torch.where(mid < above, mid, below)  # rounding may not put the midpoint on `above`
+    k = k.squeeze(-1)
+    thr = torch.where(k == 0, vals[..., 0] - 1.0, thr)
+    thr = torch.where(k == n, vals[..., -1], thr)
+    return loss, thr
+
+
+def candidate_cuts(
+    base: torch.Tensor, src: torch.Tensor, batch: torch.Tensor, coords: torch.Tensor, steps: torch.Tensor,
+    dlt: torch.Tensor, e_hi_total: torch.Tensor, kernel: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best cut of every (vote, candidate): candidate 0 keeps the node, candidate c >= 1 adds
+    ``steps[v, c-1]`` to input ``coords[v, c-1]``, whose batch values are ``src[v, j, batch[v]]``
+    (``src`` (1 or V, rows, N)). ``base`` (V, nb) current batch projections, ``dlt`` (V, nb),
+    ``e_hi_total`` (V,). Returns (loss (V, K+1) int64, threshold (V, K+1)).
+
+    ``kernel``: "torch" (one batched sort + cumsum; CPU or CUDA), "numba" (fused CPU kernel, same
+    results, less memory traffic), "auto" (numba on CPU, torch elsewhere).
+    """
+    if kernel == "numba" or (kernel == "auto" and base.device.type == "cpu"):
+        from .cutkernel import candidate_cuts_numba
+
+        return candidate_cuts_numba(base, src, batch, coords, steps, dlt, e_hi_total)
+    V = base.shape[0]
+    vi = torch.zeros(V, dtype=torch.long, device=base.device) if src.shape[0] == 1 else torch.arange(V, device=base.device)
+    cols = src[vi[:, None, None], coords[:, :, None], batch[:, None, :]]  # (V, K, nb)
+    q = torch.cat([base[:, None, :], base[:, None, :] + steps[:, :, None] * cols], dim=1)
+    del cols
+    return best_cut(q, dlt[:, None, :], e_hi_total[:, None])
+
+
+def _int_dtype(bound: int) -> torch.dtype:
+    return torch.int32 if bound < 2**31 - 1 else torch.int64
+
+
+# -- shared pieces --------------------------------------------------------------------------------
+
+
+class _Draws:
+    """Per-vote random draws of one iteration, made on CPU generators in a fixed order."""
+
+    def __init__(self, gens: list[torch.Generator], neg: torch.Tensor, pos: torch.Tensor, cfg: SCDConfig, d: int):
+        self.gens, self.neg, self.pos, self.cfg, self.d = gens, neg, pos, cfg, d
+        self.m_neg = max(1, int(cfg.batch_fraction * len(neg)))
+        self.m_pos = max(1, int(cfg.batch_fraction * len(pos)))
+
+    def batch(self, g: torch.Generator) -> torch.Tensor:
+        bn = self.neg[torch.randperm(len(self.neg), generator=g)[: self.m_neg]]
+        bp = self.pos[torch.randperm(len(self.pos), generator=g)[: self.m_pos]]
+        return torch.cat([bn, bp])
+
+    def coords(self, g: torch.Generator, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        k = min(self.cfg.coords, size)
+        j = torch.randperm(size, generator=g)[:k]
+        s = (torch.randint(0, 2, (k,), generator=g) * 2 - 1).float() * self.cfg.step
+        return j, s
+
+
+def class_weights(balanced: bool, n_neg: int, n_pos: int) -> tuple[int, int]:
+    """Integer error weights (negative class, positive class): the balanced loss scaled by n_neg*n_pos."""
+    return (n_pos, n_neg) if balanced else (1, 1)
+
+
+def _label_dlt(yb: torch.Tensor, w_neg: int, w_pos: int, dtype: torch.dtype) -> torch.Tensor:
+    """dlt = e_lo - e_hi for an output node: a positive sample errs on the lo side, a negative on the hi side."""
+    return torch.where(yb, w_pos, -w_neg).to(dtype)
+
+
+def votes_per_group(cfg: SCDConfig, n: int, d: int, nb: int) -> int:
+    """How many votes fit the memory budget at once (state on full data + candidate tensors)."""
+    h = max(cfg.hidden, 1)
+    per_vote = (cfg.coords + 1) * nb * 32  # q, sorted values, int64 order, gathered dlt, cumsum
+    per_vote += h * n * 9 + h * d * 8  # hidden projections + signs, weights and best weights
+    return max(1, min(cfg.votes, cfg.memory_mb * 2**20 // per_vote))
+
+
+# -- SCD01 -------------------------------------------------------------------------------------
+
+
+def train_linear(
+    xt: torch.Tensor, ypos: torch.Tensor, gens: list[torch.Generator], cfg: SCDConfig,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Train one group of linear votes. ``xt`` (d, N) data transposed, ``ypos`` (N,) bool.
+
+    Returns ``weight`` (V, d) unit-norm and ``threshold`` (V,): vote v says "positive" when
+    ``weight[v] . x > threshold[v]``; also ``train_error`` (V,) of the kept models.
+    """
+    dev = xt.device
+    d, n = xt.shape
+    V = len(gens)
+    neg = torch.nonzero(~ypos.cpu()).squeeze(1)
+    pos = torch.nonzero(ypos.cpu()).squeeze(1)
+    if len(neg) == 0 or len(pos) == 0:
+        raise ValueError("SCD training needs samples of both classes")
+    draws = _Draws(gens, neg, pos, cfg, d)
+    w = torch.stack([torch.randn(d, generator=g) for g in gens]).to(dev)
+    w /= w.norm(dim=1, keepdim=True)
+    proj = w @ xt  # (V, N): kept up to date by rank-1 changes
+    # initial thresholds: exact search on the full training data, plain 01 loss
+    dlt_full = _label_dlt(ypos, 1, 1, torch.int32)
+    _, thr = best_cut(proj, dlt_full, torch.tensor(len(neg), device=dev))
+    err = ((proj > thr[:, None]) != ypos).sum(1)
+    best_w, best_t, best_err = w.clone(), thr.clone(), err.clone()
+    n_bal = round(cfg.balanced_fraction * cfg.iterations)
+    dt = _int_dtype((draws.m_neg + draws.m_pos) * max(draws.m_neg, draws.m_pos))
+    for it in range(cfg.iterations):
+        bs, js, ss = [], [], []
+        for g in gens:
+            bs.append(draws.batch(g))
+            j, s = draws.coords(g, d)
+            js.append(j)
+            ss.append(s)
+        b = torch.stack(bs).to(dev)
+        jj = torch.stack(js).to(dev)
+        sg = torch.stack(ss).to(dev)
+        w_neg, w_pos = class_weights(it < n_bal, draws.m_neg, draws.m_pos)
+        yb = ypos[b]
+        dlt = _label_dlt(yb, w_neg, w_pos, dt)
+        e_hi_total = torch.full((V,), w_neg * draws.m_neg, dtype=torch.int64, device=dev)
+        loss, cut = candidate_cuts(proj.gather(1, b), xt[None], b, jj, sg, dlt, e_hi_total, cfg.kernel)
+        c_loss, c = loss[:, 1:].min(dim=1)
+        acc = torch.nonzero(c_loss < loss[:, 0]).squeeze(1)
+        if len(acc):
+            j = jj[acc, c[acc]]
+            s = sg[acc, c[acc]]
+            w[acc, j] += s
+            proj[acc] += s[:, None] * xt[j]
+            nrm = w[acc].norm(dim=1)
+            w[acc] /= nrm[:, None]
+            proj[acc] /= nrm[:, None]
+            thr[acc] = cut[acc, 1 + c[acc]] / nrm
+            err_acc = ((proj[acc] > thr[acc, None]) != ypos).sum(1)
+            better = err_acc < best_err[acc]
+            keep = acc[better]
+            best_w[keep], best_t[keep], best_err[keep] = w[keep], thr[keep], err_acc[better]
+        if progress is not None:
+            progress(it + 1)
+    return {"weight": best_w, "threshold": best_t, "train_error": best_err}
+
+
+# -- MLP01 -------------------------------------------------------------------------------------
+
+
+def _signs(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return torch.where(p > t, 1.0, -1.0)
+
+
+def train_mlp(
+    xt: torch.Tensor, ypos: torch.Tensor, gens: list[torch.Generator], cfg: SCDConfig,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Train one group of MLP01 votes (``cfg.hidden`` sign units, one 01-loss output node).
+
+    Returns ``hidden_weight`` (V, h, d), ``hidden_threshold`` (V, h), ``out_weight`` (V, h),
+    ``out_threshold`` (V,), ``train_error`` (V,): unit u of vote v outputs +1 when
+    ``hidden_weight[v, u] . x > hidden_threshold[v, u]`` else -1, and the vote says "positive"
+    when ``out_weight[v] . signs > out_threshold[v]``.
+    """
+    dev = xt.device
+    d, n = xt.shape
+    V, h = len(gens), cfg.hidden
+    neg = torch.nonzero(~ypos.cpu()).squeeze(1)
+    pos = torch.nonzero(ypos.cpu()).squeeze(1)
+    if len(neg) == 0 or len(pos) == 0:
+        raise ValueError("SCD training needs samples of both classes")
+    draws = _Draws(gens, neg, pos, cfg, d)
+    W = torch.stack([torch.randn(h, d, generator=g) for g in gens]).to(dev)
+    a = torch.stack([torch.randn(h, generator=g) for g in gens]).to(dev)
+    W /= W.norm(dim=2, keepdim=True)
+    a /= a.norm(dim=1, keepdim=True)
+    ph = torch.einsum("vhd,dn->vhn", W, xt)  # (V, h, N) hidden projections of all training data
+    th = ph.median(dim=2).values  # hidden thresholds start at the median projection (paper)
+    sg = _signs(ph, th[:, :, None])
+    z = torch.einsum("vh,vhn->vn", a, sg)
+    _, to = best_cut(z, _label_dlt(ypos, 1, 1, torch.int32), torch.tensor(len(neg), device=dev))
+    err = ((z > to[:, None]) != ypos).sum(1)
+    best = {"W": W.clone(), "th": th.clone(), "a": a.clone(), "to": to.clone(), "err": err.clone()}
+    vr = torch.arange(V, device=dev)
+    n_bal = round(cfg.balanced_fraction * cfg.iterations)
+    dt = _int_dtype((draws.m_neg + draws.m_pos) * max(draws.m_neg, draws.m_pos))
+
+    for it in range(cfg.iterations):
+        bs, jo, so, us, jh, sh = [], [], [], [], [], []
+        for g in gens:
+            bs.append(draws.batch(g))
+            j, s = draws.coords(g, h)
+            jo.append(j)
+            so.append(s)
+            us.append(torch.randint(0, h, (1,), generator=g))
+            j, s = draws.coords(g, d)
+            jh.append(j)
+            sh.append(s)
+        b = torch.stack(bs).to(dev)
+        w_neg, w_pos = class_weights(it < n_bal, draws.m_neg, draws.m_pos)
+        wcls = torch.where(ypos[b], w_pos, w_neg).to(dt)
+        yb = ypos[b]
+        changed = torch.zeros(V, dtype=torch.bool, device=dev)
+
+        # 1. output node: candidates move one output weight; the output threshold is searched
+        jj = torch.stack(jo).to(dev)
+        ss = torch.stack(so).to(dev)
+        e_hi_total = torch.full((V,), w_neg * draws.m_neg, dtype=torch.int64, device=dev)
+        loss, cut = candidate_cuts(z.gather(1, b), sg, b, jj, ss, _label_dlt(yb, w_neg, w_pos, dt), e_hi_total, cfg.kernel)
+        c_loss, c = loss[:, 1:].min(dim=1)
+        acc = torch.nonzero(c_loss < loss[:, 0]).squeeze(1)
+        if len(acc):
+            j = jj[acc, c[acc]]
+            a[acc, j] += ss[acc, c[acc]]
+            nrm = a[acc].norm(dim=1)
+            a[acc] /= nrm[:, None]
+            to[acc] = cut[acc, 1 + c[acc]] / nrm
+            z[acc] = torch.einsum("vh,vhn->vn", a[acc], sg[acc])
+            changed[acc] = True
+
+        # 2. one random hidden unit: candidates move one of its input weights; its threshold is
+        #    searched, scoring the network's loss with the output node fixed
+        u = torch.cat(us).to(dev)
+        jj = torch.stack(jh).to(dev)
+        ss = torch.stack(sh).to(dev)
+        zb = z.gather(1, b)
+        au = a[vr, u][:, None]
+        su = sg[vr, u].gather(1, b)
+        zrest = zb - au * su
+        e_hi = (((zrest + au) > to[:, None]) != yb).to(dt) * wcls
+        e_lo = (((zrest - au) > to[:, None]) != yb).to(dt) * wcls
+        pu = ph[vr, u].gather(1, b)
+        loss, cut = candidate_cuts(pu, xt[None], b, jj, ss, e_lo - e_hi, e_hi.sum(1, dtype=torch.int64), cfg.kernel)
+        c_loss, c = loss[:, 1:].min(dim=1)
+        acc = torch.nonzero(c_loss < loss[:, 0]).squeeze(1)
+        if len(acc):
+            ua = u[acc]
+            j = jj[acc, c[acc]]
+            s = ss[acc, c[acc]]
+            W[acc, ua, j] += s
+            ph[acc, ua] += s[:, None] * xt[j]
+            nrm = W[acc, ua].norm(dim=1)
+            W[acc, ua] /= nrm[:, None]
+            ph[acc, ua] /= nrm[:, None]
+            th[acc, ua] = cut[acc, 1 + c[acc]] / nrm
+            sg[acc, ua] = _signs(ph[acc, ua], th[acc, ua][:, None])
+            z[acc] = torch.einsum("vh,vhn->vn", a[acc], sg[acc])
+            changed[acc] = True
+
+        # 3. keep the best model on the full training data
+        ch = torch.nonzero(changed).squeeze(1)
+        if len(ch):
+            e = ((z[ch] > to[ch, None]) != ypos).sum(1)
+            better = e < best["err"][ch]
+            k = ch[better]
+            best["W"][k], best["th"][k], best["a"][k], best["to"][k] = W[k], th[k], a[k], to[k]
+            best["err"][k] = e[better]
+        if progress is not None:
+            progress(it + 1)
+    return {
+        "hidden_weight": best["W"], "hidden_threshold": best["th"], "out_weight": best["a"],
+        "out_threshold": best["to"], "train_error": best["err"],
+    }
+
+
+def train(
+    xt: torch.Tensor, ypos: torch.Tensor, cfg: SCDConfig, seed: int, stream: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Train ``cfg.votes`` votes in groups that fit ``cfg.memory_mb``; results are concatenated.
+
+    Grouping changes nothing but speed and memory: each vote has its own random stream.
+    """
+    d, n = xt.shape
+    nb = int(cfg.batch_fraction * int(ypos.sum())) + int(cfg.batch_fraction * int((~ypos).sum()))
+    group = votes_per_group(cfg, n, d, nb)
+    fn = train_mlp if cfg.hidden > 0 else train_linear
+    parts = []
+    total = cfg.votes * cfg.iterations
+    for start in range(0, cfg.votes, group):
+        gens = [vote_generator(seed, stream, v) for v in range(start, min(cfg.votes, start + group))]
+        done0 = start * cfg.iterations
+        cb = None if progress is None else (lambda i, d0=done0, k=len(gens): progress(d0 + i * k, total))
+        parts.append(fn(xt, ypos, gens, cfg, cb))
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}

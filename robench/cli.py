@@ -1,0 +1,297 @@
+"""The `robench` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import __version__
+from .errors import RobenchError
+
+app = typer.Typer(
+    help="robench: benchmark the adversarial robustness of models with plugin defenses, attacks and datasets.\n\n"
+    "Typical use:  robench run suites/quickstart.yaml   then   robench publish runs/quickstart",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Manage local dataset files (robench never downloads at run time).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+
+PluginOpt = typer.Option(None, "--plugin", "-p", help="Import this module as an extra plugin (repeatable), e.g. my_pkg.robench_plugin")
+DataDirOpt = typer.Option(None, "--data-dir", help="Folder with dataset files [default: $ROBENCH_DATA, else ~/.cache/robench/data]")
+
+
+def _registry(plugins: Optional[List[str]]):
+    from .plugins import get_registry
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reg = get_registry(plugins or [])
+    for origin, error in reg.broken:
+        err_console.print(f"[yellow]warning:[/yellow] plugin {origin} failed to load: {error}")
+    return reg
+
+
+def _fail(exc: RobenchError) -> None:
+    err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+    raise typer.Exit(exc.exit_code)
+
+
+@app.callback(invoke_without_command=True)
+def _main(version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
+    if version:
+        console.print(f"robench {__version__}")
+        raise typer.Exit(0)
+
+
+class RichReporter:
+    """Overall progress (cells) and per-cell progress (samples) with ETA."""
+
+    def __init__(self, progress: Progress):
+        self.p = progress
+        self.overall = None
+        self.task = None
+
+    def phase(self, text: str) -> None:
+        self.p.console.print(f"[dim]{text}[/dim]")
+
+    def log(self, text: str) -> None:
+        self.p.console.print(text)
+
+    def start_cells(self, total: int) -> None:
+        self.overall = self.p.add_task("[bold]all cells", total=total)
+
+    def start_task(self, label: str, total: int) -> None:
+        self.task = self.p.add_task(label, total=total)
+
+    def advance_task(self, done: int, total: int | None = None) -> None:
+        if self.task is not None:
+            self.p.update(self.task, completed=done, **({"total": total} if total is not None else {}))
+
+    def end_task(self, status: str) -> None:
+        if self.task is None:
+            return
+        task = next(t for t in self.p.tasks if t.id == self.task)
+        self.p.remove_task(self.task)
+        self.p.console.print(f"  {task.description}: {status}")
+        self.task = None
+        if self.overall is not None and not task.description.startswith("train "):
+            self.p.advance(self.overall)
+
+
+@app.command()
+def run(
+    suite: Path = typer.Argument(..., help="Suite YAML file"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder for results.sqlite [default: runs/<suite name>]"),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Evaluate only the first N samples (a rerun with a larger N extends the run)"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or auto (overrides the suite)"),
+    data_dir: Optional[Path] = DataDirOpt,
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Trained-model cache [default: $ROBENCH_CACHE, else ~/.cache/robench/models]"),
+    retrain: bool = typer.Option(False, "--retrain", help="Ignore cached model weights and train again"),
+    plugin: Optional[List[str]] = PluginOpt,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars"),
+    leaderboard: bool = typer.Option(True, "--leaderboard/--no-leaderboard", help="Print the leaderboard at the end"),
+) -> None:
+    """Run every model of a suite against every attack; store per-sample results; print the leaderboard.
+
+    Rerunning the same command resumes: finished cells are skipped, an interrupted one continues
+    from its last stored batch. Exit code: 0 all cells done, 1 some cell or model failed,
+    2 invalid input, 130 interrupted.
+    """
+    from .data import resolve_data_dir
+    from .runner import RunOptions, default_cache_dir, run_suite
+    from .suite import load_suite
+
+    from .errors import UserInputError
+
+    try:
+        if device is not None and device not in ("cpu", "cuda", "auto"):
+            raise UserInputError(f"--device must be cpu, cuda or auto, not {device!r}")
+        reg = _registry(plugin)
+        resolved = load_suite(suite, reg)
+        out_dir = out or Path("runs") / resolved.suite.name
+        _check_writable(out_dir)
+        options = RunOptions(out_dir=out_dir, data_dir=resolve_data_dir(data_dir), cache_dir=cache_dir or default_cache_dir(),
+                             limit=limit, device=device, retrain=retrain)
+        t0 = time.perf_counter()
+        columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+        with Progress(*columns, console=err_console, disable=quiet, transient=False) as progress:
+            summary = run_suite(resolved, reg, options, RichReporter(progress) if not quiet else None)
+        wall = time.perf_counter() - t0
+    except RobenchError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/yellow]: results stored so far are kept; run the same command again to resume.")
+        raise typer.Exit(130)
+    err_console.print(
+        f"{summary.cells_total} cells: {summary.cells_done} run, {summary.cells_skipped} already stored, "
+        f"{len(summary.cells_failed)} failed · {wall:.1f}s · results in {summary.store_path}"
+    )
+    if leaderboard:
+        from .leaderboard import load_results, to_markdown
+
+        for res in load_results(summary.store_path):
+            if res.suite == resolved.suite.name:
+                sys.stdout.write(to_markdown(res))
+    for name, err in summary.models_failed:
+        err_console.print(f"[red]model {name} failed:[/red]\n{err}")
+    for label, err in summary.cells_failed:
+        err_console.print(f"[red]cell {label} failed:[/red]\n{err}")
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
+def _check_writable(out_dir: Path) -> None:
+    """Fail before any work if results could not be stored."""
+    from .errors import UserInputError
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserInputError(f"--out {out_dir}: cannot create the output folder ({exc.strerror})") from None
+    if not os.access(out_dir, os.W_OK):
+        raise UserInputError(f"--out {out_dir}: the output folder is not writable")
+    import shutil
+
+    if shutil.disk_usage(out_dir).free < 50 * 2**20:
+        raise UserInputError(f"--out {out_dir}: less than 50 MiB free on that disk")
+
+
+@app.command()
+def validate(
+    suite: Path = typer.Argument(..., help="Suite YAML file"),
+    plugin: Optional[List[str]] = PluginOpt,
+) -> None:
+    """Check a suite without running it: YAML syntax, fields, plugin names and their parameters (exit 2 if invalid)."""
+    from .suite import load_suite
+
+    try:
+        resolved = load_suite(suite, _registry(plugin))
+    except RobenchError as exc:
+        _fail(exc)
+    s = resolved.suite
+    console.print(f"[green]ok[/green]: {suite} — suite {s.name!r}: {len(s.models)} model(s), {len(s.attacks)} attack(s), dataset {s.dataset.name}")
+
+
+@app.command()
+def plugins(
+    plugin: Optional[List[str]] = PluginOpt,
+    kind: Optional[str] = typer.Option(None, "--kind", help="Only model, attack or dataset plugins"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also list every parameter with its default"),
+) -> None:
+    """List every plugin robench can use, with kind, origin (built-in or distribution + version) and description."""
+    try:
+        reg = _registry(plugin)
+    except RobenchError as exc:
+        _fail(exc)
+    table = Table(title="robench plugins", show_lines=False)
+    for col in ("kind", "name", "origin", "capabilities", "description"):
+        table.add_column(col, overflow="fold")
+    for spec in reg.all():
+        if kind and spec.kind != kind:
+            continue
+        caps = spec.capabilities()
+        cap_text = ", ".join(f"{k}={'/'.join(v) if isinstance(v, list) else v}" for k, v in caps.items())
+        desc = spec.description
+        if verbose:
+            fields = spec.params.model_fields
+            desc += "".join(f"\n  {n} = {f.default!r}: {f.description or ''}" for n, f in fields.items())
+        table.add_row(spec.kind, spec.name, spec.origin, cap_text, desc)
+    console.print(table)
+    for origin, error in reg.broken:
+        console.print(f"[red]broken[/red] {origin}: {error}")
+
+
+@app.command("leaderboard")
+def leaderboard_cmd(
+    source: Path = typer.Argument(..., help="A results.sqlite file, or a folder holding runs"),
+    format: str = typer.Option("md", "--format", "-f", help="md, json or csv"),
+    suite: Optional[str] = typer.Option(None, "--suite", help="Only this suite"),
+) -> None:
+    """Print the leaderboard of stored results."""
+    from .errors import UserInputError
+    from .leaderboard import load_results, to_csv, to_json, to_markdown
+
+    try:
+        if format not in ("md", "json", "csv"):
+            raise UserInputError(f"--format must be md, json or csv, not {format!r}")
+        results = [r for r in load_results(source) if suite is None or r.suite == suite]
+        if not results:
+            raise UserInputError(f"no suite {suite!r} in {source}")
+    except RobenchError as exc:
+        _fail(exc)
+    if format == "md":
+        sys.stdout.write("\n".join(to_markdown(r) for r in results))
+    elif format == "json":
+        sys.stdout.write(to_json(results) + "\n")
+    else:
+        sys.stdout.write(to_csv(results))
+
+
+@app.command()
+def publish(
+    source: Path = typer.Argument(..., help="A results.sqlite file, or a folder holding runs"),
+    to: Path = typer.Option(Path("leaderboard"), "--to", help="Output folder"),
+    suite: Optional[str] = typer.Option(None, "--suite", help="Only this suite"),
+) -> None:
+    """Write leaderboard markdown, JSON, CSV and a PNG plot per suite, plus an index README."""
+    from .errors import UserInputError
+    from .leaderboard import load_results, publish as do_publish
+
+    try:
+        results = [r for r in load_results(source) if suite is None or r.suite == suite]
+        if not results:
+            raise UserInputError(f"no suite {suite!r} in {source}")
+        written = do_publish(results, to)
+    except RobenchError as exc:
+        _fail(exc)
+    for p in written:
+        console.print(f"wrote {p}")
+
+
+@data_app.command("import")
+def data_import(
+    file: Path = typer.Argument(..., help="A dataset file, e.g. cifar10.npz, mnist.npz or cifar-10-python.tar.gz"),
+    data_dir: Optional[Path] = DataDirOpt,
+) -> None:
+    """Copy a dataset file into the data folder."""
+    from .data import import_file, resolve_data_dir
+
+    try:
+        dest = import_file(file, resolve_data_dir(data_dir))
+    except RobenchError as exc:
+        _fail(exc)
+    console.print(f"imported {file} -> {dest}")
+
+
+@data_app.command("where")
+def data_where(data_dir: Optional[Path] = DataDirOpt) -> None:
+    """Print the data folder robench reads, and what is in it."""
+    from .data import resolve_data_dir
+
+    d = resolve_data_dir(data_dir)
+    console.print(str(d))
+    if d.is_dir():
+        for p in sorted(d.iterdir()):
+            console.print(f"  {p.name}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
