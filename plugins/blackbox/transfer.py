@@ -42,7 +42,10 @@ class Transfer(robench.Attack):
         try:
             inner_params = factory.Params(**params.params)
         except ValidationError as exc:
-            raise UserInputError(f"transfer: parameters of inner attack {params.attack!r} are invalid:\n{exc}") from None
+            problems = "; ".join(
+                f"params.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise UserInputError(f"transfer: invalid parameters for inner attack {params.attack!r}: {problems}") from None
         self.inner: robench.Attack = factory(inner_params)
         self.kind = self.inner.kind
         self.norm = self.inner.norm
