@@ -26,7 +26,7 @@ from robench.errors import DataMissingError, UserInputError
 
 def _to_tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 NHWC -> float32 NCHW in [0, 1]; labels -> int64."""
-    xt = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().div_(255.0)
+    xt = torch.from_numpy(np.array(x, copy=True)).permute(0, 3, 1, 2).float().div_(255.0)
     return xt.contiguous(), torch.from_numpy(y.astype(np.int64))
 
 
@@ -108,6 +108,7 @@ class _ArraysOnly(pickle.Unpickler):
         ("numpy", "dtype"),
         ("copy_reg", "_reconstructor"),
         ("builtins", "object"),
+        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes: a pure function
     }
 
     def find_class(self, module: str, name: str):
