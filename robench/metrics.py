@@ -34,7 +34,9 @@ def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    lo, hi = max(0.0, centre - half), min(1.0, centre + half)
+    # exact ends: the interval of k = 0 starts at 0 and that of k = n ends at 1 (no rounding residue)
+    return (0.0 if k == 0 else lo, 1.0 if k == n else hi)
 
 
 @dataclass
@@ -66,6 +68,7 @@ class Row:
     attacks: list[str] = field(default_factory=list)  # for "best": the attacks it combines
     source: str | None = None
     eps_list: list[float] = field(default_factory=list)
+    headline: float | None = None  # the suite's headline eps of this norm (ranks the leaderboard)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -90,6 +93,9 @@ class SuiteResults:
     warnings: list[str]
     runs: list[dict[str, Any]]
     sample_digest: str
+    # (model, attack, norm) -> (sorted norms of the smallest verified adversarial per initially
+    # correct sample that has one, number of initially correct samples): the norm CDF plots.
+    norm_samples: dict[tuple[str, str, str], tuple[list[float], int]] = field(default_factory=dict)
 
     def headline(self, norm: str) -> float | None:
         eps = self.config.get("epsilons", {}).get(norm) or []
@@ -120,6 +126,7 @@ def compute(store: Store, suite: str) -> SuiteResults:
     cells = _current_cells(store, suite)
     rows: list[Row] = []
     warnings: list[str] = []
+    norm_samples: dict[tuple[str, str, str], tuple[list[float], int]] = {}
     samples_by_cell = {c["key"]: store.samples(c["key"]) for c in cells}
 
     # group cells by (model, attack)
@@ -187,6 +194,7 @@ def compute(store: Store, suite: str) -> SuiteResults:
         )
         rows.append(row)
         if group[0]["source"] is None:
+            norm_samples[(model, attack, norm)] = (sorted(smallest[i] for i in correct if i in smallest), len(correct))
             b = best.setdefault((model, norm), {})
             best_attacks.setdefault((model, norm), set()).add(attack)
             for i, v in smallest.items():
@@ -199,6 +207,7 @@ def compute(store: Store, suite: str) -> SuiteResults:
         correct = [i for i in idx if clean_m[i][0] == clean_m[i][1]]
         found = [smallest[i] for i in correct if i in smallest]
         member_rows = [r for r in rows if r.model == model and r.norm == norm and r.source is None]
+        norm_samples[(model, BEST, norm)] = (sorted(found), len(correct))
         minimal_found = [r for r in member_rows if r.kind == "minimal"]
         rows.append(Row(
             suite=suite, model=model, attack=BEST, norm=norm, kind="best", n=len(idx),
@@ -216,11 +225,14 @@ def compute(store: Store, suite: str) -> SuiteResults:
     digest_src = "".join(sha for d in clean.values() for _, (_, _, sha) in sorted(d.items()))
     import hashlib
 
-    return SuiteResults(
+    res = SuiteResults(
         suite=suite, config=config, rows=rows, clean=clean_summary, noise=store.noise(suite),
         transfer=_transfer_matrices(rows), warnings=warnings, runs=store.runs(suite),
-        sample_digest=hashlib.sha256(digest_src.encode()).hexdigest()[:16],
+        sample_digest=hashlib.sha256(digest_src.encode()).hexdigest()[:16], norm_samples=norm_samples,
     )
+    for r in rows:
+        r.headline = res.headline(r.norm)
+    return res
 
 
 def _robust(idx, clean_m, smallest, eps_list, norm):
