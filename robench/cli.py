@@ -246,8 +246,13 @@ def publish(
     source: Path = typer.Argument(..., help="A results.sqlite file, or a folder holding runs"),
     to: Path = typer.Option(Path("leaderboard"), "--to", help="Output folder"),
     suite: Optional[str] = typer.Option(None, "--suite", help="Only this suite"),
+    html: bool = typer.Option(False, "--html", help="Also write the static HTML site (index + one page per suite) into <to>/site"),
 ) -> None:
-    """Write leaderboard markdown, JSON, CSV and a PNG plot per suite, plus an index README."""
+    """Write leaderboard markdown, JSON, CSV and plots (PNG + SVG) per suite, plus an index README.
+
+    Publishing into a folder that already holds other suites keeps them: the index lists every
+    suite published there.
+    """
     from .errors import UserInputError
     from .leaderboard import load_results, publish as do_publish
 
@@ -255,11 +260,38 @@ def publish(
         results = [r for r in load_results(source) if suite is None or r.suite == suite]
         if not results:
             raise UserInputError(f"no suite {suite!r} in {source}")
-        written = do_publish(results, to)
+        written = do_publish(results, to, html=html)
     except RobenchError as exc:
         _fail(exc)
     for p in written:
         console.print(f"wrote {p}")
+
+
+@app.command()
+def diff(
+    old: Path = typer.Argument(..., help="The earlier results (a results.sqlite file or a folder holding runs)"),
+    new: Path = typer.Argument(..., help="The later results"),
+    format: str = typer.Option("md", "--format", "-f", help="md or json"),
+    suite: Optional[str] = typer.Option(None, "--suite", help="Only this suite"),
+    exit_code: bool = typer.Option(False, "--exit-code", help="Exit with 1 when anything changed (for scripts and CI)"),
+) -> None:
+    """Show what changed between two result stores: leaderboard rows added or removed, and every value that moved."""
+    from .errors import UserInputError
+    from .leaderboard import diff_json, diff_markdown, diff_results, load_results
+
+    try:
+        if format not in ("md", "json"):
+            raise UserInputError(f"--format must be md or json, not {format!r}")
+        before = [r for r in load_results(old) if suite is None or r.suite == suite]
+        after = [r for r in load_results(new) if suite is None or r.suite == suite]
+        if suite is not None and not before and not after:
+            raise UserInputError(f"no suite {suite!r} in {old} or {new}")
+    except RobenchError as exc:
+        _fail(exc)
+    changes = diff_results(before, after)
+    sys.stdout.write(diff_markdown(changes) if format == "md" else diff_json(changes) + "\n")
+    if exit_code and changes:
+        raise typer.Exit(1)
 
 
 @data_app.command("import")
