@@ -1,0 +1,41 @@
+# Two entry points for a fresh machine:  make demo  and  make test.
+# Both create .venv if it is absent and install what they need into it.
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# The CPU build of torch (a plain "torch" requirement would pull a multi-GB CUDA build).
+TORCH  ?= torch==2.13.0
+export ROBENCH_DATA ?= $(abspath ../shared/data)
+
+.PHONY: demo test install install-all clean help
+
+help:
+	@echo "make demo   set up .venv and run the quick-start suite on embedded data, print the leaderboard"
+	@echo "make test   set up .venv with all extras and run the test suite"
+
+$(VENV)/bin/python:
+	python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet "$(TORCH)"
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-all: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet "$(TORCH)"
+	$(PIP) install --quiet -e '.[all]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-all: $(VENV)/.installed-all
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/robench run suites/quickstart.yaml
+
+test: $(VENV)/.installed-all
+	$(VENV)/bin/python -m pytest
+
+clean:
+	rm -rf runs/ .pytest_cache
