@@ -14,19 +14,21 @@ import math
 import os
 import platform
 import random
+import shutil
+import sqlite3
 import subprocess
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
 from . import __version__
 from .api import Attack, Context, DatasetInfo, Model, Norm, Params
-from .errors import RobenchError, UserInputError
+from .errors import RobenchError, StoreError, UserInputError
 from .plugins import Registry, plugin_version
 from .store import SampleRow, Store
 from .suite import Resolved
@@ -113,6 +115,38 @@ def check_batch(x: torch.Tensor, who: str, shape: tuple[int, ...] | None = None)
         raise RobenchError(f"{who}: image values must lie in [0, 1], found [{float(x.min()):.3g}, {float(x.max()):.3g}]")
 
 
+def check_labels(x: torch.Tensor, y: torch.Tensor, num_classes: int, who: str) -> None:
+    """Labels from a dataset: one integer in 0..num_classes-1 per image."""
+    if not isinstance(y, torch.Tensor) or y.dim() != 1 or len(y) != len(x):
+        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise RobenchError(f"{who}: expected one label per image ({len(x)}), got labels of shape {shape}")
+    if y.dtype.is_floating_point or y.dtype == torch.bool:
+        raise RobenchError(f"{who}: labels must be integers, got {y.dtype}")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise RobenchError(f"{who}: labels must lie in 0..{num_classes - 1}, found {int(y.min())}..{int(y.max())}")
+
+
+def check_scores(s: Any, n: int, num_classes: int, who: str) -> None:
+    """Scores from a model: (N, C) for N inputs, no NaN (argmax of a NaN row would fake a prediction)."""
+    if not isinstance(s, torch.Tensor):
+        raise RobenchError(f"{who}: scores() returned {type(s).__name__}, expected a tensor")
+    if s.dim() != 2 or s.shape[0] != n or s.shape[1] != num_classes:
+        raise RobenchError(f"{who}: scores() returned shape {tuple(s.shape)} for {n} inputs; expected ({n}, {num_classes})")
+    if torch.isnan(s.detach()).any():
+        bad = int(torch.isnan(s.detach()).any(1).sum())
+        raise RobenchError(f"{who}: scores() returned NaN for {bad} of {n} inputs")
+
+
+def check_attack_output(adv: Any, x: torch.Tensor, who: str) -> None:
+    """An attack's candidates: a float tensor shaped like its input (NaN rows mean 'no adversarial')."""
+    if not isinstance(adv, torch.Tensor):
+        raise RobenchError(f"{who}: run() returned {type(adv).__name__}, expected a tensor")
+    if tuple(adv.shape) != tuple(x.shape):
+        raise RobenchError(f"{who}: run() returned shape {tuple(adv.shape)} for inputs of shape {tuple(x.shape)}")
+    if not adv.dtype.is_floating_point:
+        raise RobenchError(f"{who}: run() returned dtype {adv.dtype}, expected a floating-point tensor")
+
+
 @dataclass
 class EvalData:
     info: DatasetInfo
@@ -135,6 +169,7 @@ def load_eval_data(resolved: Resolved, registry: Registry, data_dir: Path, limit
         raise UserInputError(f"dataset.split: {ref.name} has splits {list(dataset.splits)}, not {ref.split!r}")
     x, y = dataset.load(ref.split, data_dir)
     check_batch(x, f"dataset {ref.name}", info.input_shape)
+    check_labels(x, y, dataset.info().num_classes, f"dataset {ref.name}")
     x, y = select_classes(x, y, ref.classes)
     n = limit if limit is not None else ref.limit
     end = len(x) if n is None else min(len(x), ref.offset + n)
@@ -149,8 +184,9 @@ def load_eval_data(resolved: Resolved, registry: Registry, data_dir: Path, limit
 class CountingModel(Model):
     """Wraps a model so the harness, not the attack, counts forward and backward passes (rows)."""
 
-    def __init__(self, inner: Model):
+    def __init__(self, inner: Model, who: str | None = None):
         self.inner = inner
+        self.who = who or f"model {type(inner).__name__}"
         self.params = inner.params
         self.info = inner.info
         self.device = inner.device
@@ -162,6 +198,7 @@ class CountingModel(Model):
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         out = self.inner.scores(x)
+        check_scores(out, x.shape[0], self.info.num_classes, self.who)
         n = out.shape[0]
         self.forward_rows += n
         if out.requires_grad:
@@ -202,21 +239,39 @@ def save_checkpoint(model: Model, folder: Path, config: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = folder / "weights.safetensors.part"
-    save_file(state, str(tmp))
+    # The folder name is the model key; stamping it into the file lets a load detect a checkpoint
+    # copied or renamed from another model (same shapes would otherwise load silently).
+    save_file(state, str(tmp), metadata={"robench_model_key": folder.name})
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     os.replace(tmp, folder / "weights.safetensors")  # the weights file appears only when complete
 
 
-def load_checkpoint(model: Model, folder: Path) -> None:
-    """Tensors only (safetensors): a checkpoint can never run code."""
-    from safetensors import SafetensorError
+def load_checkpoint(model: Model, folder: Path, identity: dict | None = None) -> None:
+    """Tensors only (safetensors): a checkpoint can never run code.
+
+    The file must belong to this folder's model key (its metadata), or, for files written before
+    keys were stamped, its config.json must match ``identity`` (plugin, params, seed).
+    """
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     path = folder / "weights.safetensors"
     try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise RobenchError(f"checkpoint {path} is corrupt or not a safetensors file ({exc}); delete {folder} to retrain") from None
+    owner = meta.get("robench_model_key")
+    if owner is not None and owner != folder.name:
+        raise RobenchError(f"checkpoint {path} belongs to model key {owner}, not {folder.name} (copied from another model?); delete {folder} to retrain")
+    if owner is None and identity is not None:
+        try:
+            config = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError):
+            config = None
+        if not isinstance(config, dict) or any(config.get(k) != v for k, v in identity.items()):
+            raise RobenchError(f"checkpoint {path} has no robench model key and its config.json does not describe this model; delete {folder} to retrain")
     try:
         model.load_state_dict(state)
     except Exception as exc:
@@ -234,6 +289,110 @@ class RunOptions:
     limit: int | None = None
     device: str | None = None  # overrides the suite's
     retrain: bool = False
+    shard: tuple[int, int] | None = None  # (i, n), 1 <= i <= n: run only this deterministic share of the cells
+    executor: Any = None  # an executors.Executor; None = in this process, cell after cell
+    plugins: tuple[str, ...] = ()  # the --plugin modules (remote workers import them too)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 1 <= i <= n."""
+    try:
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise UserInputError(f"--shard must look like i/n (e.g. 1/4), not {text!r}") from None
+    if not 1 <= i <= n:
+        raise UserInputError(f"--shard {text}: need 1 <= i <= n")
+    return i, n
+
+
+def in_shard(cell_key: str, shard: tuple[int, int] | None) -> bool:
+    """Cells are dealt to shards by their key's hash: stable whatever else the suite holds."""
+    if shard is None:
+        return True
+    i, n = shard
+    return int(cell_key[:12], 16) % n == i - 1
+
+
+MIN_FREE_ENV = "ROBENCH_MIN_FREE_MB"
+
+
+def check_output_dir(out_dir: Path) -> None:
+    """Fail before any work when results could not be stored: the folder must be creatable and
+    writable (tested by writing, since permission bits do not tell for root or read-only mounts) and
+    its disk must have room ($ROBENCH_MIN_FREE_MB, default 50)."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserInputError(f"output folder {out_dir}: cannot create it ({exc.strerror or exc})") from None
+    probe = out_dir / f".robench-write-test-{os.getpid()}"
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"robench")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise UserInputError(f"output folder {out_dir}: not writable ({exc.strerror or exc})") from None
+    finally:
+        try:
+            probe.unlink()
+        except OSError:
+            pass
+    try:
+        need = float(os.environ.get(MIN_FREE_ENV, "50"))
+    except ValueError:
+        raise UserInputError(f"${MIN_FREE_ENV} must be a number of MiB, not {os.environ[MIN_FREE_ENV]!r}") from None
+    free = shutil.disk_usage(out_dir).free / 2**20
+    if free < need:
+        raise UserInputError(f"output folder {out_dir}: only {free:.0f} MiB free on its disk, robench wants at least {need:g} MiB "
+                             f"(free some space, use another --out, or lower ${MIN_FREE_ENV})")
+
+
+class StoreLock:
+    """One writer per store: an exclusive ``flock`` on ``<store>.lock``, held for the whole run.
+
+    The kernel drops the lock when the holder dies (even by SIGKILL), so a crashed run never
+    blocks the next one; the file keeps the holder's pid and host for the error message.
+    """
+
+    def __init__(self, store_path: Path):
+        self.store_path = Path(store_path)
+        self.path = self.store_path.with_name(self.store_path.name + ".lock")
+        self.fd: int | None = None
+
+    def acquire(self) -> StoreLock:
+        import fcntl
+
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot create the lock file {self.path}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
+            os.close(fd)
+            raise StoreError(
+                f"{self.store_path} is being written by another robench process ({holder}); "
+                "wait for it to finish, or give this run another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {platform.node()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            import fcntl
+
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> StoreLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 class Reporter:
@@ -297,6 +456,7 @@ class Runner:
             dataset = self.registry.get("dataset", ref.name).factory(self.resolved.dataset_params)
             x, y = dataset.load("train", self.opt.data_dir)
             check_batch(x, f"dataset {ref.name} (train split)", dataset.info().input_shape)
+            check_labels(x, y, dataset.info().num_classes, f"dataset {ref.name} (train split)")
             self._train_data = select_classes(x, y, ref.classes)
         return self._train_data
 
@@ -309,9 +469,10 @@ class Runner:
         key = self.model_keys[name]
         folder = self.opt.cache_dir / key
         if model.trainable:
+            identity = {"plugin": entry.plugin, "params": params.model_dump(mode="json"), "seed": self.suite.seed}
             if (folder / "weights.safetensors").is_file() and not self.opt.retrain:
                 self.rep.phase(f"model {name}: loading cached weights ({folder})")
-                load_checkpoint(model, folder)
+                load_checkpoint(model, folder, identity)
             else:
                 x, y = self._train_split()
                 self.rep.start_task(f"train {name}", 1)
@@ -365,23 +526,38 @@ class Runner:
 
     def run(self) -> RunSummary:
         s = self.suite
-        store = Store(self.opt.out_dir / "results.sqlite")
-        try:
-            run_id = store.start_run(s.name, s.content_hash(), provenance(self.resolved, self.registry, self.device))
-            store.save_suite(s.name, s.content_hash(), s.model_dump(mode="json"))
-            summary = RunSummary(run_id, store.path)
-            status = "failed"
+        check_output_dir(self.opt.out_dir)
+        path = self.opt.out_dir / "results.sqlite"
+        with StoreLock(path):
+            store = Store(path)
             try:
-                self._run(store, summary)
-                status = "done" if summary.ok else "failed"
-            except KeyboardInterrupt:
-                status = "interrupted"
-                raise
+                prov = provenance(self.resolved, self.registry, self.device)
+                prov["executor"] = self.opt.executor.describe() if self.opt.executor is not None else "local"
+                if self.opt.shard is not None:
+                    prov["shard"] = "{}/{}".format(*self.opt.shard)
+                run_id = store.start_run(s.name, s.content_hash(), prov)
+                store.save_suite(s.name, s.content_hash(), s.model_dump(mode="json"))
+                summary = RunSummary(run_id, store.path)
+                status = "failed"
+                try:
+                    self._run(store, summary)
+                    status = "done" if summary.ok else "failed"
+                except KeyboardInterrupt:
+                    status = "interrupted"
+                    raise
+                except sqlite3.Error as exc:
+                    raise StoreError(
+                        f"cannot write results to {path}: {exc}. Every batch stored so far is kept; "
+                        "fix the cause (disk full? read-only?) and run the same command again to resume"
+                    ) from None
+                finally:
+                    try:
+                        store.finish_run(run_id, status)
+                    except sqlite3.Error:
+                        pass  # the error that brought us here is the one to report
+                return summary
             finally:
-                store.finish_run(run_id, status)
-            return summary
-        finally:
-            store.close()
+                store.close()
 
     def _run(self, store: Store, summary: RunSummary) -> None:
         s = self.suite
@@ -391,11 +567,17 @@ class Runner:
             raise UserInputError(f"dataset.offset/limit select no samples of {s.dataset.name} {s.dataset.split}")
         for m in s.models:
             self.model_keys[m.name] = model_key(self.resolved, self.registry, m.name, self.device)
+        cells = [c for c in self.plan() if in_shard(self.cell_key(c), self.opt.shard)]
+        needed = {m.name for m in s.models}
+        if self.opt.shard is not None:  # a shard trains only the models its cells attack
+            needed = {c["model"].name for c in cells} | {c["attack"].source for c in cells if c["attack"].source}
 
         for m in s.models:
+            if m.name not in needed:
+                continue
             try:
                 model = self._get_model(m.name, data.info)
-                pred = _predict_all(model, data.x, self.device)
+                pred = _predict_all(CountingModel(model, f"model plugin {m.plugin}"), data.x, self.device)
                 if not set(data.indices) <= store.clean_indices(s.name, m.name, self.model_keys[m.name]):
                     store.write_clean(s.name, m.name, self.model_keys[m.name], [
                         (i, sha, int(lbl), int(p)) for i, sha, lbl, p in zip(data.indices, data.sha256, data.y, pred)
@@ -403,7 +585,7 @@ class Runner:
                 self.models[m.name] = model
                 acc = float((pred == data.y).float().mean())
                 self.rep.log(f"model {m.name}: clean accuracy {acc:.3f} on {len(pred)} samples")
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, sqlite3.Error):
                 raise
             except Exception as exc:
                 err = _describe_exception(exc)
@@ -414,11 +596,13 @@ class Runner:
         if s.noise:
             self._run_noise(store, data)
 
-        cells = self.plan()
         summary.cells_total = len(cells)
         self.rep.start_cells(len(cells))
-        for c in cells:
-            self._run_cell(store, summary, data, c)
+        if self.opt.executor is None:
+            for c in cells:
+                self._run_cell(store, summary, data, c)
+        else:
+            self.opt.executor.run_cells(self, store, summary, data, cells)
 
     def _run_noise(self, store: Store, data: EvalData) -> None:
         s = self.suite
@@ -432,7 +616,9 @@ class Runner:
                 store.write_noise(s.name, name, self.model_keys[name], sigma,
                                   [(i, int(lbl), int(p)) for i, lbl, p in zip(data.indices, data.y, pred)])
 
-    def _run_cell(self, store: Store, summary: RunSummary, data: EvalData, c: dict[str, Any]) -> None:
+    # -- one cell: open it in the store, attack what is left, close it ------------------------
+    def open_cell(self, store: Store, summary: RunSummary, data: EvalData, c: dict[str, Any]) -> CellJob | None:
+        """Register the cell; return its remaining work, or None when every sample is stored."""
         s = self.suite
         m, a, spec = c["model"], c["attack"], c["spec"]
         eps = c["eps"]
@@ -456,73 +642,173 @@ class Runner:
             summary.cells_skipped += 1
             self.rep.start_task(label, 1)
             self.rep.end_task("stored")
-            return
-        self.rep.start_task(label, len(data.x))
-        self.rep.advance_task(len(data.x) - len(todo))
+            return None
         store.set_cell_status(key, "running", run_id=summary.run_id)
+        clean = store.clean(s.name).get(m.name, {}) if model is not None else {}
+        return CellJob(
+            key=key, label=label, model=m.name, model_plugin=m.plugin, attack=a.name, attack_plugin=a.plugin,
+            norm=c["norm"], eps=eps, source=a.source, via_surrogate=via_surrogate, batch_size=a.batch_size or s.batch_size,
+            positions=todo, clean_pred=[clean[data.indices[i]][1] for i in todo] if clean else [], seed=s.seed,
+            done_before=len(data.x) - len(todo),
+        )
+
+    def cell_models(self, job: CellJob) -> tuple[Model, Model | None]:
+        """The (attacked model, transfer source) of a cell, or the reason they are missing."""
+        model = self.models.get(job.model)
+        if model is None:
+            raise RobenchError(f"model {job.model} is unavailable: {self.model_errors.get(job.model, 'not trained')}")
+        source = None
+        if job.source:
+            source = self.models.get(job.source)
+            if source is None:
+                raise RobenchError(f"source model {job.source} is unavailable: {self.model_errors.get(job.source, 'not trained')}")
+        return model, source
+
+    def cell_done(self, store: Store, summary: RunSummary, job: CellJob, records: dict[str, float]) -> None:
+        store.set_cell_status(job.key, "done", records=dict(records))
+        summary.cells_done += 1
+
+    def cell_failed(self, store: Store, summary: RunSummary, job: CellJob, err: str) -> None:
+        store.set_cell_status(job.key, "failed", error=err)
+        summary.cells_failed.append((job.label, err))
+        self.rep.log(f"[red]cell {job.label} failed[/red]: {err.strip().splitlines()[-1]}")
+
+    def _run_cell(self, store: Store, summary: RunSummary, data: EvalData, c: dict[str, Any]) -> None:
+        """The local executor: attack the cell in this process, storing each batch as it completes."""
+        job = self.open_cell(store, summary, data, c)
+        if job is None:
+            return
+        self.rep.start_task(job.label, len(data.x))
+        self.rep.advance_task(job.done_before)
         try:
-            if model is None:
-                raise RobenchError(f"model {m.name} is unavailable: {self.model_errors.get(m.name, 'not trained')}")
-            attack: Attack = factory(self.resolved.attack_params[a.name])
-            attacked = model
-            if via_surrogate:
-                attacked = model.surrogate()
-                if attacked is None:
-                    raise RobenchError(
-                        f"{a.name} needs gradients, but model {m.name} is not differentiable and offers no surrogate; "
-                        "use a decision- or score-based attack instead"
-                    )
-                attacked.to(self.device).eval()
-            source = None
-            if a.source:
-                source = self.models.get(a.source)
-                if source is None:
-                    raise RobenchError(f"source model {a.source} is unavailable: {self.model_errors.get(a.source, 'not trained')}")
-            counting = CountingModel(attacked)
-            clean = store.clean(s.name)[m.name]
-            ctx = Context(device=self.device, seed=s.seed, data_dir=self.opt.data_dir, log=self.rep.log, pool=data.x)
-            bs = a.batch_size or s.batch_size
-            completed = len(data.x) - len(todo)
-            for start in range(0, len(todo), bs):
-                pos = todo[start : start + bs]
-                xb = data.x[pos].to(self.device)
-                yb = data.y[pos].to(self.device)
-                clean_pred = torch.tensor([clean[data.indices[i]][1] for i in pos])
-                _seed_everything(_batch_seed(s.seed, key, data.indices[pos[0]]))
-                counting.reset()
-                t0 = time.perf_counter()
-                adv = attack.run(counting, xb, yb, eps=eps, ctx=ctx, source=source)
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize()
-                seconds = time.perf_counter() - t0
-                if not isinstance(adv, torch.Tensor):
-                    raise RobenchError(f"attack {a.plugin} returned {type(adv).__name__}, expected a tensor")
-                verdict = verify(model, xb, yb, adv, clean_pred, c["norm"], eps)
-                n = len(pos)
-                rows = [
-                    SampleRow(
-                        idx=data.indices[i], sha256=data.sha256[i], label=int(data.y[i]), clean_pred=int(clean_pred[j]),
-                        success=bool(verdict.success[j]), rejected=bool(verdict.rejected[j]), reject_reason=verdict.reasons[j],
-                        l0=float(verdict.norms[Norm.L0][j]), l1=float(verdict.norms[Norm.L1][j]),
-                        l2=float(verdict.norms[Norm.L2][j]), linf=float(verdict.norms[Norm.Linf][j]),
-                        forward=counting.forward_rows / n, backward=counting.backward_rows / n, seconds=seconds / n,
-                    )
-                    for j, i in enumerate(pos)
-                ]
-                store.write_samples(key, rows, records=dict(ctx.records) or None)
-                completed += n
+            model, source = self.cell_models(job)
+            factory = self.registry.get("attack", job.attack_plugin).factory
+            completed, records = job.done_before, {}
+            for batch in attack_cell(job, factory, self.resolved.attack_params[job.attack], model, source, data,
+                                     self.device, self.opt.data_dir, self.rep.log):
+                store.write_samples(job.key, batch.rows, records=batch.records or None)
+                completed += len(batch.rows)
+                records = batch.records
                 self.rep.advance_task(completed)
-            store.set_cell_status(key, "done", records=dict(ctx.records))
-            summary.cells_done += 1
+            self.cell_done(store, summary, job, records)
             self.rep.end_task("done")
-        except KeyboardInterrupt:
-            raise
+        except (KeyboardInterrupt, sqlite3.Error):
+            raise  # an interrupted run or an unwritable store ends the run; the cell is not at fault
         except Exception as exc:
-            err = _describe_exception(exc)
-            store.set_cell_status(key, "failed", error=err)
-            summary.cells_failed.append((label, err))
+            self.cell_failed(store, summary, job, _describe_exception(exc))
             self.rep.end_task("[red]failed[/red]")
-            self.rep.log(f"[red]cell {label} failed[/red]: {err.strip().splitlines()[-1]}")
+
+
+@dataclass
+class CellJob:
+    """A cell's remaining work, self-contained and picklable: what an executor ships to a worker."""
+
+    key: str
+    label: str
+    model: str
+    model_plugin: str
+    attack: str
+    attack_plugin: str
+    norm: Norm
+    eps: float | None
+    source: str | None
+    via_surrogate: bool
+    batch_size: int
+    positions: list[int]  # positions in EvalData still to attack, ascending
+    clean_pred: list[int]  # the model's clean prediction at each of those positions
+    seed: int
+    done_before: int  # samples already stored
+
+
+@dataclass
+class BatchResult:
+    rows: list[SampleRow]
+    records: dict[str, float]
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def attack_cell(job: CellJob, factory: type[Attack], params: Params, model: Model, source: Model | None, data: EvalData,
+                device: torch.device, data_dir: Path | None, log: Callable[[str], None]) -> Iterator[BatchResult]:
+    """Attack a cell's remaining samples, yielding each verified batch for the caller to store.
+
+    Every executor runs cells through this function, and each batch is seeded from (seed, cell
+    key, index of its first sample), so a cell's rows do not depend on where or after what it ran,
+    nor on a resume. A batch that runs out of memory is retried once as two halves.
+    """
+    attack: Attack = factory(params)
+    attacked = model
+    if job.via_surrogate:
+        attacked = model.surrogate()
+        if attacked is None:
+            raise RobenchError(
+                f"{job.attack} needs gradients, but model {job.model} is not differentiable and offers no surrogate; "
+                "use a decision- or score-based attack instead"
+            )
+        attacked.to(device).eval()
+    counting = CountingModel(attacked, f"model plugin {job.model_plugin}" + (" (surrogate)" if job.via_surrogate else ""))
+    checked = CountingModel(model, f"model plugin {job.model_plugin}")  # verification sees the real model, checked
+    ctx = Context(device=device, seed=job.seed, data_dir=data_dir, log=log, pool=data.x)
+
+    def one_batch(chunk: list[int]) -> list[SampleRow]:
+        pos = [job.positions[k] for k in chunk]
+        xb = data.x[pos].to(device)
+        yb = data.y[pos].to(device)
+        clean_pred = torch.tensor([job.clean_pred[k] for k in chunk])
+        _seed_everything(_batch_seed(job.seed, job.key, data.indices[pos[0]]))
+        counting.reset()
+        t0 = time.perf_counter()
+        adv = attack.run(counting, xb, yb, eps=job.eps, ctx=ctx, source=source)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        check_attack_output(adv, xb, f"attack plugin {job.attack_plugin}")
+        verdict = verify(checked, xb, yb, adv, clean_pred, job.norm, job.eps)
+        n = len(pos)
+        return [
+            SampleRow(
+                idx=data.indices[i], sha256=data.sha256[i], label=int(data.y[i]), clean_pred=int(clean_pred[j]),
+                success=bool(verdict.success[j]), rejected=bool(verdict.rejected[j]), reject_reason=verdict.reasons[j],
+                l0=float(verdict.norms[Norm.L0][j]), l1=float(verdict.norms[Norm.L1][j]),
+                l2=float(verdict.norms[Norm.L2][j]), linf=float(verdict.norms[Norm.Linf][j]),
+                forward=counting.forward_rows / n, backward=counting.backward_rows / n, seconds=seconds / n,
+            )
+            for j, i in enumerate(pos)
+        ]
+
+    oom_retries = 0
+    for start in range(0, len(job.positions), job.batch_size):
+        chunk = list(range(start, min(start + job.batch_size, len(job.positions))))
+        try:
+            parts = [one_batch(chunk)]
+        except Exception as exc:
+            if not is_out_of_memory(exc) or len(chunk) < 2:
+                raise
+            error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            oom_retries += 1
+            ctx.records["oom_retries"] = oom_retries  # kept with the cell: this batch ran in halves
+            log(f"{job.label}: out of memory on a batch of {len(chunk)} ({error}); retrying it once as two halves")
+            del exc
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            half = len(chunk) // 2
+            parts = []
+            for part in (chunk[:half], chunk[half:]):
+                try:
+                    parts.append(one_batch(part))
+                except Exception as again:
+                    if is_out_of_memory(again):
+                        raise RobenchError(
+                            f"out of memory on a batch of {len(chunk)} ({error}) and again on half of it ({len(part)}); "
+                            f"set a smaller batch_size for attack {job.attack}"
+                        ) from None
+                    raise
+        for rows in parts:
+            yield BatchResult(rows, dict(ctx.records))
 
 
 def _describe_exception(exc: BaseException) -> str:
