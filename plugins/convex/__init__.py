@@ -1,1 +1,15 @@
-"""Built-in robench plugins: convex (being written; registers nothing yet)."""
+"""Built-in robench plugins: the convex baselines of the 01-loss papers (linear SVM, sigmoid MLP)."""
+
+from __future__ import annotations
+
+import robench
+
+from .models import SVM, MLPSigmoid
+
+
+@robench.hookimpl
+def robench_models():
+    return [
+        robench.ModelSpec("svm", SVM, "linear SVM (hinge loss, scikit-learn LinearSVC), optionally a bootstrapped majority-vote ensemble"),
+        robench.ModelSpec("mlp_sigmoid", MLPSigmoid, "20 sigmoid hidden units, logistic loss, SGD (batch 200, momentum 0.9, lr 0.01); optional bootstrapped votes"),
+    ]

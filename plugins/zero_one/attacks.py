@@ -1,0 +1,100 @@
+"""White-box attacks from the 01-loss transferability paper (01loss-convex-transferability.md, III.B).
+
+- ``linear_sign``: for a linear classifier sign(w.x + b) and a label y in {-1, +1},
+  ``x' = x + eps * (-y) * sign(w)`` (Linf, bounded). One-vs-all models move against the weight
+  of the true class's ensemble. The weights come from the model's ``linear_weights()``
+  ((problems, d); SCD01 and the convex ``svm`` offer it).
+- ``mlp01_hidden``: for each hidden unit k of an MLP01 (votes in order, then units), try
+  ``x' = x + eps * (-y'_k) * sign(w_k)`` with ``y'_k`` the unit's output on x, and keep the first
+  x' that the whole model misclassifies. The paper then falls back to a random unit's distortion
+  when none works; a distortion that does not fool the model is no adversarial, so we return the
+  input for such samples (the harness counts them as "not found").
+
+Both read the weights of the model they attack (white box) and query only its decisions.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+import robench
+
+from .models import MLP01
+
+
+class LinearSignParams(robench.Params):
+    pass
+
+
+def _unwrap(model: robench.Model) -> robench.Model:
+    """The harness wraps models to count passes; weights live on the wrapped one."""
+    return getattr(model, "inner", model)
+
+
+class LinearSign(robench.Attack):
+    """x' = x + eps * (-y) * sign(w) for linear models (bounded, Linf)."""
+
+    Params = LinearSignParams
+    kind = "bounded"
+    needs = frozenset({"decisions"})
+
+    def __init__(self, params: LinearSignParams):
+        super().__init__(params)
+        self.norm = robench.Norm.Linf
+
+    def run(self, model, x, y, *, eps, ctx, source=None):
+        inner = _unwrap(model)
+        if not hasattr(inner, "linear_weights"):
+            raise TypeError(f"linear_sign: model {type(inner).__name__} offers no linear_weights(); it attacks linear models (scd01, svm)")
+        w = inner.linear_weights().to(x.device)  # (problems, d)
+        flat = x.flatten(1)
+        if w.shape[0] == 1:  # binary: class 1 is the positive side
+            direction = -(2 * y.float() - 1)[:, None] * torch.sign(w[0])[None, :]
+        else:  # one-vs-all: push away from the true class
+            direction = -torch.sign(w[y])
+        adv = (flat + eps * direction).clamp(0, 1).view_as(x)
+        fooled = model.predict(adv) != y
+        return torch.where(fooled.view(-1, *[1] * (x.dim() - 1)), adv, x)
+
+
+class MLP01HiddenParams(robench.Params):
+    max_units: int | None = Field(None, ge=1, description="try at most this many hidden units (votes in order, then units; null: all)")
+
+
+class MLP01Hidden(robench.Attack):
+    """The MLP01 hidden-node heuristic (bounded, Linf)."""
+
+    Params = MLP01HiddenParams
+    kind = "bounded"
+    needs = frozenset({"decisions"})
+
+    def __init__(self, params: MLP01HiddenParams):
+        super().__init__(params)
+        self.norm = robench.Norm.Linf
+
+    def run(self, model, x, y, *, eps, ctx, source=None):
+        inner = _unwrap(model)
+        if not isinstance(inner, MLP01):
+            raise TypeError(f"mlp01_hidden: attacks mlp01 models only, got {type(inner).__name__}")
+        st = inner.state
+        prob = torch.zeros_like(y) if inner.problems == 1 else y  # the ensemble whose units we push
+        W = st["hidden_weight"]  # (problems, V, h, d)
+        with torch.no_grad():
+            out = inner.hidden_signs(x)  # (problems, N, V, h)
+        out = out[prob, torch.arange(len(y), device=y.device)]  # (N, V, h)
+        V, h = W.shape[1], W.shape[2]
+        flat = x.flatten(1)
+        result = x.clone()
+        todo = torch.ones(len(y), dtype=torch.bool, device=x.device)
+        units = [(v, u) for v in range(V) for u in range(h)][: self.params.max_units]
+        for v, u in units:
+            idx = torch.nonzero(todo).squeeze(1)
+            if len(idx) == 0:
+                break
+            step = -out[idx, v, u][:, None] * torch.sign(W[prob[idx], v, u])
+            adv = (flat[idx] + eps * step).clamp(0, 1).view(-1, *x.shape[1:])
+            fooled = model.predict(adv) != y[idx]
+            result[idx[fooled]] = adv[fooled]
+            todo[idx[fooled]] = False
+        return result
