@@ -104,6 +104,11 @@ def run(
     plugin: Optional[List[str]] = PluginOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars"),
     leaderboard: bool = typer.Option(True, "--leaderboard/--no-leaderboard", help="Print the leaderboard at the end"),
+    executor: str = typer.Option("local", "--executor", help="local (this process) or ray (Ray workers; needs the ray extra)"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Ray: cells in flight at once [default: the cluster's CPUs]"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray: join this cluster (e.g. auto, ray://head:10001) [default: $RAY_ADDRESS, else start a local one]"),
+    gpus_per_cell: Optional[float] = typer.Option(None, "--gpus-per-cell", min=0, help="Ray: GPUs each cell asks for [default: 1 when the device is cuda, else 0]"),
+    shard: Optional[str] = typer.Option(None, "--shard", help="Run only share i of n of the cells (i/n, e.g. 2/4); merge the stores with robench merge"),
 ) -> None:
     """Run every model of a suite against every attack; store per-sample results; print the leaderboard.
 
@@ -124,8 +129,14 @@ def run(
         resolved = load_suite(suite, reg)
         out_dir = out or Path("runs") / resolved.suite.name
         _check_writable(out_dir)
+        from .executors import make_executor
+        from .runner import parse_shard
+
         options = RunOptions(out_dir=out_dir, data_dir=resolve_data_dir(data_dir), cache_dir=cache_dir or default_cache_dir(),
-                             limit=limit, device=device, retrain=retrain)
+                             limit=limit, device=device, retrain=retrain, shard=parse_shard(shard) if shard else None,
+                             executor=make_executor(executor, workers=workers, address=ray_address, gpus_per_cell=gpus_per_cell,
+                                                    plugins=tuple(plugin or ())),
+                             plugins=tuple(plugin or ()))
         t0 = time.perf_counter()
         columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
         with Progress(*columns, console=err_console, disable=quiet, transient=False) as progress:
@@ -213,6 +224,28 @@ def plugins(
     console.print(table)
     for origin, error in reg.broken:
         console.print(f"[red]broken[/red] {origin}: {error}")
+
+
+@app.command()
+def merge(
+    stores: List[Path] = typer.Argument(..., help="results.sqlite files to merge (e.g. the shards of one suite)"),
+    into: Path = typer.Option(..., "--into", help="Destination store (created if missing; existing results are kept and checked)"),
+) -> None:
+    """Merge results stores: rows present in several stores must be equal, else nothing is merged (exit 1).
+
+    Every source run is kept with its provenance and where it came from; the merge itself is
+    recorded as a run of status 'merged'.
+    """
+    from .merge import merge_stores
+
+    try:
+        report = merge_stores(list(stores), into)
+    except RobenchError as exc:
+        _fail(exc)
+    for path, cells, samples in report.per_source:
+        console.print(f"read {path}: {cells} cells, {samples} samples")
+    console.print(f"merged into {report.into}: {report.runs} runs, {report.cells_new} new cells, {report.samples_new} new samples, "
+                  f"{report.samples_checked} duplicate samples checked equal")
 
 
 @app.command("leaderboard")

@@ -305,12 +305,12 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def in_shard(cell_key: str, shard: tuple[int, int] | None) -> bool:
-    """Cells are dealt to shards by their key's hash: stable whatever else the suite holds."""
+def select_shard(cells: list, shard: tuple[int, int] | None) -> list:
+    """Share i of n: the suite's cells dealt round-robin in plan order, so shards differ by at most one cell."""
     if shard is None:
-        return True
+        return cells
     i, n = shard
-    return int(cell_key[:12], 16) % n == i - 1
+    return cells[i - 1 :: n]
 
 
 MIN_FREE_ENV = "ROBENCH_MIN_FREE_MB"
@@ -567,7 +567,7 @@ class Runner:
             raise UserInputError(f"dataset.offset/limit select no samples of {s.dataset.name} {s.dataset.split}")
         for m in s.models:
             self.model_keys[m.name] = model_key(self.resolved, self.registry, m.name, self.device)
-        cells = [c for c in self.plan() if in_shard(self.cell_key(c), self.opt.shard)]
+        cells = select_shard(self.plan(), self.opt.shard)
         needed = {m.name for m in s.models}
         if self.opt.shard is not None:  # a shard trains only the models its cells attack
             needed = {c["model"].name for c in cells} | {c["attack"].source for c in cells if c["attack"].source}

@@ -1,0 +1,229 @@
+"""``robench merge``: combine results stores (e.g. the shards of one suite) into one.
+
+Rows present in more than one store are checked for equality (a cell's rows are deterministic, so
+two stores that disagree hold results of different code, data or hardware); any disagreement
+aborts the whole merge and leaves the destination as it was. Every source run is copied with its
+provenance plus where it came from, and each merge adds a run of status ``merged`` listing its
+sources.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__
+from .errors import RobenchError, StoreError, UserInputError
+from .store import Store
+
+# Columns that define a cell (must agree), and sample/clean/noise columns that are results (must agree).
+CELL_IDENTITY = ("suite", "model", "model_plugin", "attack", "attack_plugin", "norm", "kind", "eps", "source", "needs",
+                 "via_surrogate", "config")
+SAMPLE_RESULT = ("sha256", "label", "clean_pred", "success", "rejected", "reject_reason", "l0", "l1", "l2", "linf",
+                 "forward", "backward")  # not `seconds`: timings differ between machines and runs
+STATUS_RANK = {"done": 3, "failed": 2, "running": 1, "pending": 0}
+MAX_SHOWN = 5
+
+
+class MergeConflict(RobenchError):
+    """Two stores disagree about the same cell, sample, model or suite."""
+
+
+@dataclass
+class MergeReport:
+    into: Path
+    runs: int = 0
+    cells_new: int = 0
+    samples_new: int = 0
+    samples_checked: int = 0  # duplicates found equal
+    clean_checked: int = 0
+    per_source: list[tuple[str, int, int]] = field(default_factory=list)  # (store, cells, samples) read
+
+
+def samples_digest(db: sqlite3.Connection) -> str:
+    """A digest of a store's results (every sample row but timings), independent of file layout."""
+    h = hashlib.sha256()
+    for row in db.execute(f"SELECT cell, idx, {', '.join(SAMPLE_RESULT)} FROM samples ORDER BY cell, idx"):
+        h.update(repr(row).encode())
+    return h.hexdigest()[:20]
+
+
+def _open_source(path: Path) -> sqlite3.Connection:
+    """A source store, validated as a robench store, opened read-only."""
+    Store(path, create=False).close()  # raises StoreError for a missing, corrupt or foreign file
+    try:
+        db = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=60)
+        db.execute("SELECT COUNT(*) FROM samples").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: cannot read it as a robench results store ({exc})") from None
+    return db
+
+
+def _differences(a: dict, b: dict, columns: tuple[str, ...]) -> list[str]:
+    return [f"{c} {a[c]!r} vs {b[c]!r}" for c in columns if a[c] != b[c]]
+
+
+def merge_stores(sources: list[Path], into: Path) -> MergeReport:
+    from .runner import StoreLock, check_output_dir
+
+    sources = [Path(p) for p in sources]
+    into = Path(into)
+    if not sources:
+        raise UserInputError("robench merge: give at least one store to merge")
+    for p in sources:
+        if not p.is_file():
+            raise UserInputError(f"robench merge: {p} is not a file")
+        if into.exists() and p.resolve() == into.resolve():
+            raise UserInputError(f"robench merge: {p} is also the destination (--into); merge into a new file")
+    if len({p.resolve() for p in sources}) != len(sources):
+        raise UserInputError("robench merge: a store is named twice")
+    conns = [(p, _open_source(p)) for p in sources]  # validate every source before touching the destination
+    existed = into.exists()
+    check_output_dir(into.parent)
+    report = MergeReport(into)
+    try:
+        with StoreLock(into):
+            dest = Store(into)
+            try:
+                with dest.transaction():
+                    for path, src in conns:
+                        _merge_one(dest.db, path, src, report)
+                    _record_merge(dest.db, sources, conns)
+            finally:
+                dest.close()
+    except BaseException:
+        if not existed:  # leave no half-made destination behind (the transaction rolled back anyway)
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(into) + suffix).unlink(missing_ok=True)
+        raise
+    finally:
+        for _, src in conns:
+            src.close()
+    return report
+
+
+def _rows(db: sqlite3.Connection, query: str, args: tuple = ()) -> list[dict]:
+    cur = db.execute(query, args)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r)) for r in cur]
+
+
+def _merge_one(dest: sqlite3.Connection, path: Path, src: sqlite3.Connection, report: MergeReport) -> None:
+    # suites: one definition per name
+    for s in _rows(src, "SELECT * FROM suites"):
+        have = dest.execute("SELECT suite_hash FROM suites WHERE name=?", (s["name"],)).fetchone()
+        if have is None:
+            dest.execute("INSERT INTO suites VALUES (?, ?, ?, ?)", (s["name"], s["suite_hash"], s["config"], s["updated"]))
+        elif have[0] != s["suite_hash"]:
+            raise MergeConflict(f"{path}: suite {s['name']!r} has hash {s['suite_hash']}, the destination {have[0]}: "
+                                "these are different versions of the suite; merge them into separate stores")
+
+    # runs, with where they came from; a run merged before (same start, suite, host) is not copied twice
+    run_ids: dict[int, int] = {}
+    for r in _rows(src, "SELECT * FROM runs ORDER BY id"):
+        prov = json.loads(r["provenance"])
+        origin = prov.get("merged_from") or {"store": str(path.resolve()), "run_id": r["id"]}
+        same = [row for row in _rows(dest, "SELECT id, provenance FROM runs WHERE suite=? AND suite_hash=? AND started=?",
+                                     (r["suite"], r["suite_hash"], r["started"]))
+                if json.loads(row["provenance"]).get("host") == prov.get("host")]
+        if same:
+            run_ids[r["id"]] = same[0]["id"]
+            dest.execute("UPDATE runs SET finished=COALESCE(?, finished), status=? WHERE id=? AND status='running'",
+                         (r["finished"], r["status"], same[0]["id"]))
+            continue
+        prov["merged_from"] = origin
+        cur = dest.execute("INSERT INTO runs (suite, suite_hash, started, finished, status, provenance) VALUES (?, ?, ?, ?, ?, ?)",
+                           (r["suite"], r["suite_hash"], r["started"], r["finished"], r["status"], json.dumps(prov, sort_keys=True)))
+        run_ids[r["id"]] = int(cur.lastrowid)
+        report.runs += 1
+
+    # cells: same key must mean the same cell; keep the most finished status
+    cells = _rows(src, "SELECT * FROM cells")
+    for c in cells:
+        have = _rows(dest, "SELECT * FROM cells WHERE key=?", (c["key"],))
+        run_id = run_ids.get(c["run_id"]) if c["run_id"] is not None else None
+        if not have:
+            c = dict(c, run_id=run_id)
+            cols = list(c)
+            dest.execute(f"INSERT INTO cells ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", [c[k] for k in cols])
+            report.cells_new += 1
+            continue
+        d = have[0]
+        diff = _differences(c, d, CELL_IDENTITY)
+        if diff:
+            raise MergeConflict(f"{path}: cell {c['key']} ({c['model']} / {c['attack']}) is defined differently in the destination: "
+                                + "; ".join(diff))
+        if STATUS_RANK.get(c["status"], 0) > STATUS_RANK.get(d["status"], 0):
+            dest.execute("UPDATE cells SET status=?, error=?, records=?, run_id=?, updated=? WHERE key=?",
+                         (c["status"], c["error"], c["records"], run_id, c["updated"], c["key"]))
+        if c["n_total"] > d["n_total"]:
+            dest.execute("UPDATE cells SET n_total=? WHERE key=?", (c["n_total"], c["key"]))
+
+    # samples: duplicates must be equal
+    n_samples = 0
+    conflicts: list[str] = []
+    labels = {c["key"]: f"{c['model']} / {c['attack']}" + (f" @ {c['norm']} {c['eps']:g}" if c["eps"] is not None else "") for c in cells}
+    for key in labels:
+        rows = _rows(src, "SELECT * FROM samples WHERE cell=?", (key,))
+        n_samples += len(rows)
+        have = {r["idx"]: r for r in _rows(dest, "SELECT * FROM samples WHERE cell=?", (key,))}
+        new = []
+        for r in rows:
+            d = have.get(r["idx"])
+            if d is None:
+                new.append(r)
+                continue
+            diff = _differences(r, d, SAMPLE_RESULT)
+            if diff:
+                conflicts.append(f"cell {labels[key]}, sample {r['idx']}: " + "; ".join(diff))
+            else:
+                report.samples_checked += 1
+        if new:
+            cols = list(new[0])
+            dest.executemany(f"INSERT INTO samples ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                             [[r[k] for k in cols] for r in new])
+            report.samples_new += len(new)
+    if conflicts:
+        raise MergeConflict(f"{path}: {len(conflicts)} sample(s) differ from the destination's (values: this store vs destination):\n  "
+                            + "\n  ".join(conflicts[:MAX_SHOWN]) + ("\n  ..." if len(conflicts) > MAX_SHOWN else ""))
+
+    # clean predictions: one model version per (suite, model), equal rows
+    for r in _rows(src, "SELECT * FROM clean"):
+        d = _rows(dest, "SELECT * FROM clean WHERE suite=? AND model=? AND idx=?", (r["suite"], r["model"], r["idx"]))
+        if not d:
+            dest.execute("INSERT INTO clean VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (r["suite"], r["model"], r["model_key"], r["idx"], r["sha256"], r["label"], r["pred"]))
+            continue
+        diff = _differences(r, d[0], ("model_key", "sha256", "label", "pred"))
+        if diff:
+            raise MergeConflict(f"{path}: model {r['model']} of suite {r['suite']}, sample {r['idx']}: clean prediction differs from the "
+                                f"destination's ({'; '.join(diff)}); were the models trained with different settings or devices?")
+        report.clean_checked += 1
+    for r in _rows(src, "SELECT * FROM noise"):
+        d = _rows(dest, "SELECT * FROM noise WHERE suite=? AND model=? AND model_key=? AND sigma=? AND idx=?",
+                  (r["suite"], r["model"], r["model_key"], r["sigma"], r["idx"]))
+        if not d:
+            dest.execute("INSERT INTO noise VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (r["suite"], r["model"], r["model_key"], r["sigma"], r["idx"], r["label"], r["pred"]))
+        elif (d[0]["label"], d[0]["pred"]) != (r["label"], r["pred"]):
+            raise MergeConflict(f"{path}: noise prediction of model {r['model']} at sigma {r['sigma']:g}, sample {r['idx']} differs "
+                                "from the destination's")
+    report.per_source.append((str(path), len(cells), n_samples))
+
+
+def _record_merge(dest: sqlite3.Connection, sources: list[Path], conns) -> None:
+    """One run of status 'merged' per suite involved: which files, with their digests, went in."""
+    suites = sorted({r[0] for _, src in conns for r in src.execute("SELECT name, suite_hash FROM suites")})
+    listing = [{"store": str(p.resolve()), "samples_digest": samples_digest(src)} for p, src in conns]
+    now = time.time()
+    for name in suites:
+        suite_hash = dest.execute("SELECT suite_hash FROM suites WHERE name=?", (name,)).fetchone()[0]
+        prov = {"merged_from": listing, "robench": __version__, "host": platform.node(),
+                "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+        dest.execute("INSERT INTO runs (suite, suite_hash, started, finished, status, provenance) VALUES (?, ?, ?, ?, 'merged', ?)",
+                     (name, suite_hash, now, now, json.dumps(prov, sort_keys=True)))
