@@ -161,7 +161,7 @@ def votes_per_group(cfg: SCDConfig, n: int, d: int, nb: int) -> int:
 
 def train_linear(
     xt: torch.Tensor, ypos: torch.Tensor, gens: list[torch.Generator], cfg: SCDConfig,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, trace: list | None = None,
 ) -> dict[str, torch.Tensor]:
     """Train one group of linear votes. ``xt`` (d, N) data transposed, ``ypos`` (N,) bool.
 
@@ -216,6 +216,8 @@ def train_linear(
             better = err_acc < best_err[acc]
             keep = acc[better]
             best_w[keep], best_t[keep], best_err[keep] = w[keep], thr[keep], err_acc[better]
+        if trace is not None:  # per iteration: which votes accepted a change (tests compare with the reference)
+            trace.append((c_loss < loss[:, 0]).cpu())
         if progress is not None:
             progress(it + 1)
     return {"weight": best_w, "threshold": best_t, "train_error": best_err}
@@ -230,7 +232,7 @@ def _signs(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 def train_mlp(
     xt: torch.Tensor, ypos: torch.Tensor, gens: list[torch.Generator], cfg: SCDConfig,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, trace: list | None = None,
 ) -> dict[str, torch.Tensor]:
     """Train one group of MLP01 votes (``cfg.hidden`` sign units, one 01-loss output node).
 
@@ -332,6 +334,8 @@ def train_mlp(
             k = ch[better]
             best["W"][k], best["th"][k], best["a"][k], best["to"][k] = W[k], th[k], a[k], to[k]
             best["err"][k] = e[better]
+        if trace is not None:
+            trace.append(changed.cpu())
         if progress is not None:
             progress(it + 1)
     return {

@@ -1,0 +1,108 @@
+"""The batched SCD trainer: exact threshold search, agreement with the per-vote reference, progress."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from robench_plugins.zero_one import reference, scd
+
+
+def _brute_force(q: np.ndarray, e_lo: np.ndarray, e_hi: np.ndarray) -> int:
+    """Min over every threshold that splits the sorted values (and the two outside ones)."""
+    v = np.unique(q)
+    ts = np.concatenate([[v[0] - 1], (v[:-1] + v[1:]) / 2, [v[-1]]])
+    return min(int(np.where(q > t, e_hi, e_lo).sum()) for t in ts)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_best_cut_is_exact_and_its_threshold_achieves_it(seed):
+    rng = np.random.default_rng(seed)
+    rows, n = 7, 15
+    q = np.round(rng.normal(size=(rows, n)), 1).astype(np.float32)  # rounding makes ties
+    q[0] = 0.5  # all equal: only "all lo" and "all hi" remain
+    e_lo = rng.integers(0, 4, size=(rows, n))
+    e_hi = rng.integers(0, 4, size=(rows, n))
+    loss, thr = scd.best_cut(torch.from_numpy(q), torch.from_numpy(e_lo - e_hi), torch.from_numpy(e_hi.sum(1)))
+    for r in range(rows):
+        assert int(loss[r]) == _brute_force(q[r], e_lo[r], e_hi[r])
+        assert int(np.where(q[r] > thr[r].item(), e_hi[r], e_lo[r]).sum()) == int(loss[r])
+        assert reference.best_cut_1d(q[r], e_lo[r], e_hi[r])[0] == int(loss[r])
+
+
+def test_numba_kernel_equals_torch_sort_path():
+    g = torch.Generator().manual_seed(0)
+    V, K, nb, d, N = 3, 6, 40, 9, 50
+    src = (torch.randint(0, 5, (1, d, N), generator=g) / 4).float()  # few distinct values: ties
+    base = (torch.randint(-8, 8, (V, nb), generator=g) / 8).float()
+    batch = torch.stack([torch.randperm(N, generator=g)[:nb] for _ in range(V)])
+    coords = torch.stack([torch.randperm(d, generator=g)[:K] for _ in range(V)])
+    steps = (torch.randint(0, 2, (V, K), generator=g) * 2 - 1).float() * 0.17
+    dlt = torch.randint(-3, 4, (V, nb), generator=g, dtype=torch.int32)
+    e_hi = torch.randint(0, 50, (V,), generator=g)
+    lt, tt = scd.candidate_cuts(base, src, batch, coords, steps, dlt, e_hi, kernel="torch")
+    ln, tn = scd.candidate_cuts(base, src, batch, coords, steps, dlt, e_hi, kernel="numba")
+    assert torch.equal(lt, ln)
+    assert torch.equal(tt, tn)
+
+
+def _toy(n=240, d=12, noise=0.3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, d)).astype(np.float32)
+    s = x @ rng.normal(size=d)
+    y = s + noise * rng.normal(size=n) > np.median(s)
+    return x, y
+
+
+@pytest.mark.parametrize("hidden", [0, 4])
+def test_batched_trainer_follows_the_per_vote_reference_step_for_step(hidden):
+    x, y = _toy()
+    cfg = scd.SCDConfig(iterations=25, votes=3, hidden=hidden, coords=6, balanced_fraction=0.2)
+    xt, yt = torch.from_numpy(x).T.contiguous(), torch.from_numpy(y)
+    gens = [scd.vote_generator(3, 0, v) for v in range(cfg.votes)]
+    trace: list = []
+    out = (scd.train_mlp if hidden else scd.train_linear)(xt, yt, gens, cfg, trace=trace)
+    accepted = torch.stack(trace)  # (iterations, votes)
+    assert accepted.any() and not accepted.all()
+    for v in range(cfg.votes):
+        ref_trace: list = []
+        if hidden:
+            W, th, a, to, err = reference.train_mlp_vote(x, y, cfg, 3, 0, v, trace=ref_trace)
+            np.testing.assert_allclose(out["hidden_weight"][v].numpy(), W, atol=1e-5)
+            np.testing.assert_allclose(out["out_weight"][v].numpy(), a, atol=1e-5)
+        else:
+            w, t, err = reference.train_linear_vote(x, y, cfg, 3, 0, v, trace=ref_trace)
+            np.testing.assert_allclose(out["weight"][v].numpy(), w, atol=1e-5)
+        assert accepted[:, v].tolist() == ref_trace
+        assert int(out["train_error"][v]) == err
+
+
+@pytest.mark.parametrize("hidden", [0, 4])
+def test_training_reduces_the_01_loss(hidden):
+    x, y = _toy(seed=1)
+    xt, yt = torch.from_numpy(x).T.contiguous(), torch.from_numpy(y)
+    short = scd.train(xt, yt, scd.SCDConfig(iterations=1, votes=3, hidden=hidden, coords=6), seed=0)
+    long = scd.train(xt, yt, scd.SCDConfig(iterations=60, votes=3, hidden=hidden, coords=6), seed=0)
+    assert (long["train_error"] < short["train_error"]).all()
+
+
+def test_vote_groups_do_not_change_the_result():
+    x, y = _toy(seed=2)
+    xt, yt = torch.from_numpy(x).T.contiguous(), torch.from_numpy(y)
+    cfg = scd.SCDConfig(iterations=10, votes=4, coords=6)
+    together = scd.train(xt, yt, cfg, seed=5)
+    one_by_one = scd.train(xt, yt, scd.SCDConfig(iterations=10, votes=4, coords=6, memory_mb=0), seed=5)
+    assert torch.equal(together["weight"], one_by_one["weight"])
+
+
+def test_a_separable_problem_is_solved_exactly():
+    rng = np.random.default_rng(3)
+    x = rng.random((600, 6)).astype(np.float32)
+    s = x @ np.array([1.0, -1.0, 0.5, 0.0, 0.3, -0.4]) - 0.2
+    keep = np.abs(s) > 0.08  # a margin
+    x, y = x[keep], s[keep] > 0
+    out = scd.train(torch.from_numpy(x).T.contiguous(), torch.from_numpy(y), scd.SCDConfig(iterations=150, votes=3, coords=6), seed=0)
+    assert out["train_error"].tolist() == [0, 0, 0]
+    pred = torch.from_numpy(x) @ out["weight"].T > out["threshold"]
+    assert (pred == torch.from_numpy(y)[:, None]).all()
