@@ -206,3 +206,32 @@ def test_image_folder_selection_relative_root_and_errors(tmp_path):
         ImageFolder(ImageFolder.Params(root=str(tmp_path / "tiny"), class_folders=["n01", "n09"])).load("train", tmp_path)
     with pytest.raises(DataMissingError, match="train"):
         ImageFolder(ImageFolder.Params(root=str(tmp_path / "nowhere"))).info()
+
+
+# -- saturated --------------------------------------------------------------------------------
+
+
+def test_saturation_formula():
+    from robench_plugins.datasets.extra import saturate
+
+    x = torch.tensor([0.0, 0.2, 0.5, 0.6, 1.0])
+    assert torch.allclose(saturate(x, 2.0), x)  # p = 2 is the identity
+    assert saturate(x, float("inf")).tolist() == [0.0, 0.0, 0.5, 1.0, 1.0]
+    mid = saturate(x, 4.0)  # |2x-1|^(1/2): pushed towards the ends, order kept
+    assert mid[1] < x[1] and mid[3] > x[3] and torch.all(mid.diff() > 0)
+
+
+def test_saturated_wraps_another_dataset(tmp_path):
+    from robench_plugins.datasets.extra import Saturated
+
+    imgs = np.random.default_rng(0).integers(0, 256, (4, 96, 96, 3), dtype=np.uint8)
+    write_stl(tmp_path / "stl10_binary", "train", imgs, [1, 2, 3, 4])
+    ds = Saturated(Saturated.Params(base="stl10", base_params={"size": 32}))
+    assert ds.info().name == "stl10-saturated" and ds.info().input_shape == (3, 32, 32)
+    assert "train" in ds.splits
+    x, y = ds.load("train", tmp_path)
+    base_x, base_y = Stl10(Stl10.Params(size=32)).load("train", tmp_path)
+    assert torch.equal(y, base_y)
+    assert torch.equal(x, (base_x > 0.5).float() + 0.5 * (base_x == 0.5).float())
+    with pytest.raises(UserInputError, match="base_params.size"):
+        Saturated(Saturated.Params(base="stl10", base_params={"size": "big"})).info()

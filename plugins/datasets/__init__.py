@@ -6,7 +6,7 @@ import robench
 
 from .files import Cifar10, FashionMnist, Mnist
 from .digits import Digits
-from .extra import Celeba, Gtsrb, ImageFolder, Stl10
+from .extra import Celeba, Gtsrb, ImageFolder, Saturated, Stl10
 
 
 @robench.hookimpl
@@ -20,4 +20,5 @@ def robench_datasets():
         robench.DatasetSpec("gtsrb", Gtsrb, "GTSRB traffic signs (43 classes) from the official image folders, cropped and resized"),
         robench.DatasetSpec("celeba", Celeba, "CelebA aligned faces as a binary attribute task (default black vs brown hair)"),
         robench.DatasetSpec("imagefolder", ImageFolder, "Any ImageNet-style folder tree <root>/<split>/<class>/<image>"),
+        robench.DatasetSpec("saturated", Saturated, "Another dataset with saturated pixels (p = inf: binarized), as in Ding et al. 2019"),
     ]

@@ -8,6 +8,7 @@
 - CelebA: ``img_align_celeba/*.jpg``, ``list_attr_celeba.txt`` and ``list_eval_partition.txt``,
   as a binary task on one attribute (optionally against another, e.g. black vs brown hair).
 - Image folder: ImageNet-style ``<root>/<split>/<class>/<image>``; centre square, resized.
+- Saturated: any other dataset with saturated pixels (the transferability paper's binarized CIFAR-10).
 
 Decoded images are cached in memory per process (keyed by folder and parameters).
 """
@@ -18,12 +19,12 @@ import csv
 import functools
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 import robench
 from robench.errors import DataMissingError, UserInputError
@@ -396,3 +397,52 @@ def _read_folder(folder: str, classes: tuple[str, ...], size: int, max_per_class
         items += [(f, None) for f in files]
         labels += [k] * len(files)
     return _decode_all(items, size, square="center"), np.asarray(labels, dtype=np.int64)
+
+
+# -- saturated inputs -------------------------------------------------------------------------
+
+
+class SaturatedParams(robench.Params):
+    base: str = Field(description="the dataset plugin whose images are saturated (e.g. cifar10)")
+    base_params: dict[str, Any] = Field(default_factory=dict, description="that plugin's parameters")
+    p: float = Field(
+        float("inf"), ge=2, description="saturation exponent: 2 leaves images unchanged, larger pushes pixels towards 0 and 1, .inf binarizes"
+    )
+
+
+class Saturated(robench.Dataset):
+    """Another dataset with every pixel saturated, ``x_p = 1/2 + sign(2x - 1) |2x - 1|^(2/p) / 2``
+    (Ding et al. 2019, used by the transferability paper's "fully binarized" CIFAR-10 with p = inf).
+    Training and evaluation images alike are transformed; attacks then work in the saturated space."""
+
+    Params = SaturatedParams
+
+    def _base(self) -> robench.Dataset:
+        from robench.plugins import get_registry
+
+        if self.params.base == "saturated":
+            raise UserInputError("saturated: base cannot itself be 'saturated'")
+        factory = get_registry().get("dataset", self.params.base).factory
+        try:
+            return factory(factory.Params(**self.params.base_params))
+        except ValidationError as exc:
+            problems = "; ".join(f"base_params.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise UserInputError(f"saturated: invalid parameters for {self.params.base!r}: {problems}") from None
+
+    @property
+    def splits(self):  # the base dataset's splits
+        return self._base().splits
+
+    def info(self) -> robench.DatasetInfo:
+        base = self._base().info()
+        return robench.DatasetInfo(f"{base.name}-saturated", base.input_shape, base.class_names)
+
+    def load(self, split: str, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self._base().load(split, data_dir)
+        return saturate(x, self.params.p), y
+
+
+def saturate(x: torch.Tensor, p: float) -> torch.Tensor:
+    """``1/2 + sign(2x - 1) |2x - 1|^(2/p) / 2``; p = inf maps to {0, 1/2, 1} (1/2 only for x = 1/2)."""
+    centred = 2 * x - 1
+    return (0.5 + centred.sign() * centred.abs().pow(2.0 / p) / 2).clamp_(0, 1)
