@@ -1,0 +1,207 @@
+"""Strength and speed of our PDPGD against adv-lib's PDPGD/PDGD and FMN and foolbox's Brendel-Bethge.
+
+Same model, same images (the first ``--n`` test images the model classifies correctly), every
+attack's output checked by robench's own verifier (re-classification, [0, 1] box, the 1e-6 residue
+rule, L0 counted in pixels). Reported per norm and attack: success rate, mean and median norm of the
+verified adversarials, and seconds per sample (wall clock, all attacks run one after the other in
+this process, so the ratios are comparable even when the machine is busy).
+
+Needs the benchmark-only extra adv-lib 0.2.8 (``pip install adv-lib==0.2.8 --no-deps`` plus
+``visdom``, ``tqdm``): its ``adv_lib.attacks`` package imports torchvision at import time, so we
+register an empty package and import the two attack modules directly.
+
+    .venv/bin/python benchmarks/bench_pdpgd.py --dataset cifar10 --arch lenet --epochs 3 --n 100
+
+Writes a JSON file and prints a markdown table (paste it into docs/benchmarks/pdpgd.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+import robench
+from robench import Norm
+from robench.plugins import load_registry
+from robench.verify import verify
+
+DATA_DIR = Path(os.environ.get("ROBENCH_DATA", "/work/shared/data"))
+CACHE = Path(os.environ.get("ROBENCH_BENCH_CACHE", Path.home() / ".cache" / "robench" / "bench"))
+
+
+def import_adv_lib():
+    """adv-lib's attack functions without its package __init__ (which pulls in torchvision)."""
+    import adv_lib
+
+    if "adv_lib.attacks" not in sys.modules:
+        pkg = types.ModuleType("adv_lib.attacks")
+        pkg.__path__ = [str(Path(adv_lib.__file__).parent / "attacks")]
+        sys.modules["adv_lib.attacks"] = pkg
+    from adv_lib.attacks.fast_minimum_norm import fmn
+    from adv_lib.attacks.primal_dual_gradient_descent import pdgd, pdpgd
+
+    return pdpgd, pdgd, fmn
+
+
+def get_model(dataset: str, arch: str, epochs: int, registry) -> robench.Model:
+    """Train (or load from the cache) a ``cnn`` plugin model on the dataset's training split."""
+    from safetensors.torch import load_file, save_file
+
+    ds_cls = registry.get("dataset", dataset).factory
+    ds = ds_cls(ds_cls.Params())
+    model_cls = registry.get("model", "cnn").factory
+    model = model_cls(model_cls.Params(arch=arch, epochs=epochs), ds.info())
+    path = CACHE / f"{dataset}-{arch}-e{epochs}.safetensors"
+    if path.exists():
+        model.load_state_dict(load_file(path))
+    else:
+        x, y = ds.load("train", DATA_DIR)
+        t = time.time()
+        model.fit(x, y, robench.Context(seed=0, progress=lambda d, n: print(f"  epoch {d}/{n}", flush=True)))
+        print(f"trained {arch} on {dataset} in {time.time() - t:.0f} s")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(model.state_dict(), str(path))
+    return model.eval()
+
+
+def eval_images(dataset: str, model: robench.Model, n: int, registry) -> tuple[torch.Tensor, torch.Tensor, float]:
+    ds_cls = registry.get("dataset", dataset).factory
+    x, y = ds_cls(ds_cls.Params()).load("test", DATA_DIR)
+    x, y = x[:1000], y[:1000]
+    pred = model.predict(x)
+    acc = float((pred == y).float().mean())
+    keep = (pred == y).nonzero().squeeze(1)[:n]
+    return x[keep], y[keep], acc
+
+
+def robench_attack(name: str, pool: torch.Tensor, **params) -> Callable:
+    """A robench attack plugin as a function (model, x, y) -> x_adv."""
+    spec = load_registry().get("attack", name)
+    atk = spec.factory(spec.factory.Params(**params))
+
+    def run(model, x, y):
+        return atk.run(model, x, y, eps=None, ctx=robench.Context(seed=0, pool=pool))
+
+    return run
+
+
+def adv_lib_attack(fn: Callable, **kw) -> Callable:
+    def run(model, x, y):
+        return fn(robench.api.ScoresModule(model).eval(), x, y, **kw)
+
+    return run
+
+
+ADV_LIB_NORM = {Norm.L0: 0, Norm.L1: 1, Norm.L2: 2, Norm.Linf: float("inf")}
+
+
+def attacks_for(norm: Norm, pool: torch.Tensor, steps: int, bb_steps: int, only: set[str] | None):
+    pdpgd_al, pdgd_al, fmn_al = import_adv_lib()
+    p = ADV_LIB_NORM[norm]
+    out: dict[str, Callable] = {
+        "robench pdpgd": robench_attack("pdpgd", pool, norm=str(norm), steps=steps),
+    }
+    if norm == Norm.L0:
+        out["robench pdpgd refine"] = robench_attack("pdpgd", pool, norm="L0", steps=steps, refine=True)
+    if norm == Norm.L2:
+        out["robench pdgd"] = robench_attack("pdgd", pool, steps=steps)
+        out["adv-lib pdgd"] = adv_lib_attack(pdgd_al, num_steps=steps)
+    out["adv-lib pdpgd"] = adv_lib_attack(pdpgd_al, norm=p, num_steps=steps)
+    out["adv-lib fmn"] = adv_lib_attack(fmn_al, norm=p, steps=steps)
+    out[f"foolbox B&B ({bb_steps} steps)"] = robench_attack("fb-bb", pool, norm=str(norm), steps=bb_steps)
+    if only:
+        out = {k: v for k, v in out.items() if any(o in k for o in only)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", default="cifar10")
+    ap.add_argument("--arch", default="lenet")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--n", type=int, default=100, help="correctly classified test images to attack")
+    ap.add_argument("--norms", nargs="+", default=["L0", "L1", "L2", "Linf"])
+    ap.add_argument("--steps", type=int, default=500, help="iterations of PDPGD / PDGD / FMN (all)")
+    ap.add_argument("--bb-steps", type=int, default=1000, help="steps of Brendel-Bethge")
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--only", nargs="*", help="run only attacks whose label contains one of these strings")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path("bench_pdpgd.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    registry = load_registry()
+    model = get_model(args.dataset, args.arch, args.epochs, registry)
+    x, y, acc = eval_images(args.dataset, model, args.n, registry)
+    print(f"{args.dataset} {args.arch}: clean accuracy {acc:.3f} on the first 1000 test images; attacking {len(x)}")
+    results = []
+    for norm_name in args.norms:
+        norm = Norm(norm_name)
+        for label, attack in attacks_for(norm, x, args.steps, args.bb_steps, set(args.only or [])).items():
+            torch.manual_seed(0)
+            t = time.perf_counter()
+            adv = torch.cat([attack(model, x[i : i + args.batch], y[i : i + args.batch]) for i in range(0, len(x), args.batch)])
+            seconds = time.perf_counter() - t
+            v = verify(model, x, y, adv.detach(), model.predict(x), norm)
+            ok = v.success
+            values = v.norms[norm][ok]
+            row = {
+                "norm": str(norm),
+                "attack": label,
+                "n": len(x),
+                "success": float(ok.float().mean()),
+                "rejected": int(v.rejected.sum()),
+                "mean": float(values.mean()) if len(values) else float("nan"),
+                "median": float(values.median()) if len(values) else float("nan"),
+                "s_per_sample": seconds / len(x),
+                "norms": [float(v) for v in v.norms[norm]],
+            }
+            results.append(row)
+            print(
+                f"{row['norm']:>4} {label:28s} success {row['success']:.3f} rejected {row['rejected']} "
+                f"mean {row['mean']:.4g} median {row['median']:.4g}  {row['s_per_sample']:.3f} s/sample",
+                flush=True,
+            )
+            args.out.write_text(json.dumps(meta(args, acc, len(x)) | {"results": results}, indent=1))
+    print()
+    print(markdown(results))
+
+
+def meta(args, acc: float, n: int) -> dict:
+    return {
+        "command": "benchmarks/bench_pdpgd.py " + " ".join(sys.argv[1:]),
+        "dataset": args.dataset,
+        "arch": args.arch,
+        "epochs": args.epochs,
+        "clean_accuracy_first_1000": acc,
+        "images": n,
+        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+    }
+
+
+def markdown(results: list[dict]) -> str:
+    lines = [
+        "| norm | attack | success | mean norm | median norm | s / sample |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        fmt = "{:.2f}" if r["norm"] == "L0" else "{:.4g}"
+        lines.append(
+            f"| {r['norm']} | {r['attack']} | {r['success']:.1%} | {fmt.format(r['mean'])} | {fmt.format(r['median'])} "
+            f"| {r['s_per_sample']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
