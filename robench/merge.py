@@ -55,7 +55,10 @@ def samples_digest(db: sqlite3.Connection) -> str:
 
 def _open_source(path: Path) -> sqlite3.Connection:
     """A source store, validated as a robench store, opened read-only."""
-    Store(path, create=False).close()  # raises StoreError for a missing, corrupt or foreign file
+    from .runner import check_store_file
+
+    check_store_file(path)  # read-only: a foreign file is left untouched
+    Store(path, create=False).close()  # schema version
     try:
         db = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=60)
         db.execute("SELECT COUNT(*) FROM samples").fetchone()

@@ -347,6 +347,73 @@ def check_output_dir(out_dir: Path) -> None:
                              f"(free some space, use another --out, or lower ${MIN_FREE_ENV})")
 
 
+def _is_path_field(annotation: Any) -> bool:
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, os.PathLike):
+        return True
+    return any(_is_path_field(a) for a in typing.get_args(annotation))
+
+
+def confine_paths(resolved: Resolved, data_dir: Path) -> None:
+    """Plugin parameters that are paths must stay inside the data dir.
+
+    A parameter is a path when its annotation is ``pathlib.Path`` (or a list / optional of one) or
+    its Field carries ``json_schema_extra={"robench_path": True}``. Relative values are taken from
+    the data dir; every value is resolved (``..`` and symlinks included) before the check, so a
+    suite cannot point a plugin at files elsewhere on the machine.
+    """
+    base = Path(data_dir).expanduser().resolve()
+    s = resolved.suite
+    entries = [("dataset.params", resolved.dataset_params)]
+    entries += [(f"models[{i}].params", resolved.model_params.get(m.name)) for i, m in enumerate(s.models)]
+    entries += [(f"attacks[{i}].params", resolved.attack_params.get(a.name)) for i, a in enumerate(s.attacks)]
+    for loc, params in entries:
+        if params is None:
+            continue
+        for name, f in type(params).model_fields.items():
+            extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+            if not (_is_path_field(f.annotation) or extra.get("robench_path")):
+                continue
+            value = getattr(params, name)
+            for v in value if isinstance(value, (list, tuple)) else [value]:
+                if v is None:
+                    continue
+                p = Path(v).expanduser()
+                full = (p if p.is_absolute() else base / p).resolve()
+                if not full.is_relative_to(base):
+                    raise UserInputError(f"{loc}.{name}: {str(v)!r} resolves to {full}, outside the data dir {base}; "
+                                         "put the file under the data dir (or point --data-dir / $ROBENCH_DATA at its folder)")
+
+
+def check_store_file(path: Path) -> None:
+    """An existing store file must be a robench store; checked read-only, so a foreign file is left
+    exactly as it was (opening it as a store would switch it to WAL mode)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if head and head != b"SQLite format 3\x00":
+        raise StoreError(f"{path} is not a robench results store (not an SQLite file); move it away or use another --out")
+    if not head:
+        return  # an empty file: SQLite makes a new database of it
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} is not a robench results store ({exc}); move it away or use another --out") from None
+    if "meta" not in tables or "samples" not in tables:
+        raise StoreError(f"{path} is an SQLite file but not a robench results store (tables: {sorted(tables)}); "
+                         "move it away or use another --out")
+
+
 class StoreLock:
     """One writer per store: an exclusive ``flock`` on ``<store>.lock``, held for the whole run.
 
@@ -527,8 +594,10 @@ class Runner:
     def run(self) -> RunSummary:
         s = self.suite
         check_output_dir(self.opt.out_dir)
+        confine_paths(self.resolved, self.opt.data_dir)
         path = self.opt.out_dir / "results.sqlite"
         with StoreLock(path):
+            check_store_file(path)
             store = Store(path)
             try:
                 prov = provenance(self.resolved, self.registry, self.device)
