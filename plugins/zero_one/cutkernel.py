@@ -102,13 +102,17 @@ def _cuts(base, src, batch, coords, steps, dlt, e_hi_total, loss_out, thr_out):
             thr_out[v, c] = mid if mid < hi else lo
 
 
+def set_threads(n: int) -> None:
+    """Threads of the kernel (numba's own pool, independent of torch's)."""
+    numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS, n)))
+
+
 def candidate_cuts_numba(base, src, batch, coords, steps, dlt, e_hi_total):
     """See :func:`.scd.candidate_cuts`; CPU tensors only."""
     V = base.shape[0]
     K1 = coords.shape[1] + 1
     loss = np.empty((V, K1), np.int64)
     thr = np.empty((V, K1), np.float32)
-    numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS, torch.get_num_threads())))
     _cuts(
         base.contiguous().numpy(), src.contiguous().numpy(), batch.contiguous().numpy(),
         coords.contiguous().numpy(), steps.contiguous().numpy(), dlt.contiguous().numpy(),

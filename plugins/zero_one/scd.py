@@ -358,9 +358,21 @@ def train(
     fn = train_mlp if cfg.hidden > 0 else train_linear
     parts = []
     total = cfg.votes * cfg.iterations
-    for start in range(0, cfg.votes, group):
-        gens = [vote_generator(seed, stream, v) for v in range(start, min(cfg.votes, start + group))]
-        done0 = start * cfg.iterations
-        cb = None if progress is None else (lambda i, d0=done0, k=len(gens): progress(d0 + i * k, total))
-        parts.append(fn(xt, ypos, gens, cfg, cb))
+    threads = torch.get_num_threads()
+    numba_cpu = xt.device.type == "cpu" and cfg.kernel != "torch"
+    if numba_cpu:
+        # The fused kernel does the heavy work with its own threads; the many small torch ops
+        # around it run faster on one thread than with OpenMP barriers on a busy machine.
+        from .cutkernel import set_threads
+
+        set_threads(threads)
+        torch.set_num_threads(1)
+    try:
+        for start in range(0, cfg.votes, group):
+            gens = [vote_generator(seed, stream, v) for v in range(start, min(cfg.votes, start + group))]
+            done0 = start * cfg.iterations
+            cb = None if progress is None else (lambda i, d0=done0, k=len(gens): progress(d0 + i * k, total))
+            parts.append(fn(xt, ypos, gens, cfg, cb))
+    finally:
+        torch.set_num_threads(threads)
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}

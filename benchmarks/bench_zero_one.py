@@ -1,0 +1,196 @@
+"""Benchmark of the 01-loss trainer and models (issue 4). Results: docs/benchmarks/zero_one.md.
+
+Parts, each in its own subprocess so that its peak memory (max RSS) is its own:
+
+  ref      (a) batched SCD01 trainer vs the per-vote reference (reference.py), CIFAR-10 0 vs 1,
+           same hyperparameters, data and seed, side by side for R iterations: seconds per
+           vote-iteration of both, test accuracy of vote 0 from both, and the torch sort path.
+  scd01    SCD01, 32 votes, 500 iterations, CIFAR-10 0 vs 1: time, accuracies.
+  mlp01    MLP01, 32 votes, 20 hidden, 1000 iterations, CIFAR-10 0 vs 1: time, accuracies.
+  svm      LinearSVC; mlp  sigmoid MLP (20 hidden, SGD 200/0.9/0.01) on the same split.
+  ova      (b) one-vs-all MLP01 on all of CIFAR-10 (votes/iterations reduced by flags).
+
+0 vs 1 split: the first 9000 of the 10000 training images of the two classes train, the last
+1000 are the held-out part of train; "test" is the 2000 test images of the two classes.
+
+  .venv/bin/python benchmarks/bench_zero_one.py all --out /tmp/zero_one.json
+  .venv/bin/python benchmarks/bench_zero_one.py ref --ref-iterations 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATA = Path(os.environ.get("ROBENCH_DATA", "/work/shared/data"))
+
+
+def cifar(classes=(0, 1)):
+    from robench_plugins.datasets.files import Cifar10
+
+    ds = Cifar10(Cifar10.Params())
+    xtr, ytr = ds.load("train", DATA)
+    xte, yte = ds.load("test", DATA)
+    if classes is None:
+        return ds.info(), xtr, ytr, xte, yte
+    import robench
+
+    def pick(x, y):
+        keep = torch.isin(y, torch.tensor(classes))
+        return x[keep], torch.searchsorted(torch.tensor(classes), y[keep])
+
+    xtr, ytr = pick(xtr, ytr)
+    xte, yte = pick(xte, yte)
+    info = robench.DatasetInfo("cifar10", (3, 32, 32), tuple(ds.info().class_names[c] for c in classes))
+    return info, xtr, ytr, xte, yte
+
+
+def split01():
+    info, xtr, ytr, xte, yte = cifar()
+    return info, xtr[:9000], ytr[:9000], xtr[9000:], ytr[9000:], xte, yte
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def acc(model, x, y) -> float:
+    return float((model.predict(x) == y).float().mean())
+
+
+def fit_and_score(model, xtr, ytr, xho, yho, xte, yte) -> dict:
+    import robench
+
+    t = time.perf_counter()
+    model.fit(xtr, ytr, robench.Context(seed=0))
+    sec = time.perf_counter() - t
+    return {"fit_s": round(sec, 1), "acc_test": acc(model, xte, yte), "acc_heldout": acc(model, xho, yho), "acc_train": acc(model, xtr, ytr)}
+
+
+# -- parts ---------------------------------------------------------------------------------------
+
+
+def part_ref(args) -> dict:
+    from robench_plugins.zero_one import reference, scd
+
+    _, xtr, ytr, xho, yho, xte, yte = split01()
+    x = xtr.flatten(1).contiguous()
+    ypos = ytr == 1
+    R = args.ref_iterations
+    cfg = scd.SCDConfig(iterations=R, votes=args.votes)
+    res = {"iterations": R, "votes_batched": args.votes, "votes_reference": args.ref_votes}
+
+    t = time.perf_counter()
+    out = scd.train(x.T.contiguous(), ypos, cfg, seed=0)
+    res["batched_s"] = time.perf_counter() - t
+    res["batched_s_per_vote_it"] = res["batched_s"] / (R * args.votes)
+
+    t = time.perf_counter()
+    torch_votes = min(args.votes, 8)
+    out_t = scd.train(x.T.contiguous(), ypos, scd.SCDConfig(iterations=max(2, R // 4), votes=torch_votes, kernel="torch"), seed=0)
+    res["batched_torch_sort_s_per_vote_it"] = (time.perf_counter() - t) / (max(2, R // 4) * torch_votes)
+    del out_t
+
+    xn, yn = x.numpy(), ypos.numpy()
+    t = time.perf_counter()
+    ref = [reference.train_linear_vote(xn, yn, cfg, 0, 0, v) for v in range(args.ref_votes)]
+    res["reference_s"] = time.perf_counter() - t
+    res["reference_s_per_vote_it"] = res["reference_s"] / (R * args.ref_votes)
+    res["speedup"] = res["reference_s_per_vote_it"] / res["batched_s_per_vote_it"]
+
+    xt_test = xte.flatten(1)
+    for v in range(args.ref_votes):
+        w, thr, err = ref[v]
+        res[f"vote{v}_acc_test_reference"] = float(((xt_test @ torch.from_numpy(w) > thr) == (yte == 1)).float().mean())
+        res[f"vote{v}_acc_test_batched"] = float(((xt_test @ out["weight"][v] > out["threshold"][v]) == (yte == 1)).float().mean())
+        res[f"vote{v}_train_error_reference"] = err
+        res[f"vote{v}_train_error_batched"] = int(out["train_error"][v])
+    votes = torch.where(xt_test @ out["weight"].T > out["threshold"], 1.0, -1.0).mean(1)
+    res["batched_ensemble_acc_test"] = float(((votes > 0) == (yte == 1)).float().mean())
+    return res
+
+
+def part_model(args) -> dict:
+    from robench_plugins.convex.models import SVM, MLPSigmoid
+    from robench_plugins.zero_one.models import MLP01, SCD01
+
+    info, *data = split01()
+    if args.part == "scd01":
+        m = SCD01(SCD01.Params(votes=args.votes, iterations=args.iterations or 500), info)
+    elif args.part == "mlp01":
+        m = MLP01(MLP01.Params(votes=args.votes, iterations=args.iterations or 1000, hidden=args.hidden), info)
+    elif args.part == "svm":
+        m = SVM(SVM.Params(C=args.svm_c), info)
+    else:
+        m = MLPSigmoid(MLPSigmoid.Params(epochs=args.epochs), info)
+    res = {"params": m.params.model_dump(mode="json"), "n_train": len(data[0]), "n_heldout": len(data[2]), "n_test": len(data[4])}
+    res.update(fit_and_score(m, *data))
+    return res
+
+
+def part_ova(args) -> dict:
+    from robench_plugins.zero_one.models import MLP01
+
+    info, xtr, ytr, xte, yte = cifar(classes=None)
+    m = MLP01(MLP01.Params(votes=args.votes, iterations=args.iterations or 1000, hidden=args.hidden), info)
+    import robench
+
+    t = time.perf_counter()
+    m.fit(xtr, ytr, robench.Context(seed=0))
+    res = {"params": m.params.model_dump(mode="json"), "fit_s": round(time.perf_counter() - t, 1)}
+    t = time.perf_counter()
+    res["acc_test"] = acc(m, xte, yte)
+    res["predict_test_s"] = round(time.perf_counter() - t, 1)
+    res["acc_train_first10k"] = acc(m, xtr[:10000], ytr[:10000])
+    return res
+
+
+PARTS = {"ref": part_ref, "scd01": part_model, "mlp01": part_model, "svm": part_model, "mlp": part_model, "ova": part_ova}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("part", choices=[*PARTS, "all"])
+    ap.add_argument("--votes", type=int, default=32)
+    ap.add_argument("--iterations", type=int, default=None, help="override the model's default iterations")
+    ap.add_argument("--hidden", type=int, default=20)
+    ap.add_argument("--ref-iterations", type=int, default=20, help="iterations of the side-by-side comparison")
+    ap.add_argument("--ref-votes", type=int, default=1, help="votes the per-vote reference trains (extrapolated per vote-iteration)")
+    ap.add_argument("--svm-c", type=float, default=0.01)
+    ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--ova-votes", type=int, default=8)
+    ap.add_argument("--ova-iterations", type=int, default=100)
+    ap.add_argument("--out", type=Path, default=None, help="append JSON lines here")
+    args = ap.parse_args()
+    if args.part != "all":
+        t = time.perf_counter()
+        res = PARTS[args.part](args)
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        res.update(part=args.part, wall_s=round(time.perf_counter() - t, 1), cpu_s=round(ru.ru_utime + ru.ru_stime, 1),
+                   peak_rss_mb=round(peak_mb()), threads=torch.get_num_threads(), load_avg=os.getloadavg())
+        line = json.dumps(res)
+        print(line, flush=True)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(line + "\n")
+        return
+    base = [sys.executable, __file__, "--out", str(args.out or "/tmp/zero_one.json")]
+    for part, extra in [
+        ("ref", ["--ref-iterations", str(args.ref_iterations), "--ref-votes", str(args.ref_votes)]),
+        ("mlp01", []), ("scd01", []), ("svm", []), ("mlp", ["--epochs", str(args.epochs)]),
+        ("ova", ["--votes", str(args.ova_votes), "--iterations", str(args.ova_iterations)]),
+    ]:
+        subprocess.run([*base[:2], part, *base[2:], *extra], check=False)
+
+
+if __name__ == "__main__":
+    main()
