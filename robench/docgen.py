@@ -209,7 +209,11 @@ def plugin_reference() -> str:
         specs = sorted((s for s in reg.specs[kind].values() if s.origin == "built-in"), key=lambda s: s.name)
         lines += [f"## {title}", "", "| Plugin | Capabilities | Description |", "|---|---|---|"]
         for s in specs:
-            caps = ", ".join(f"{k}: {'/'.join(v) if isinstance(v, list) else v}" for k, v in s.capabilities().items())
+            try:
+                capabilities = s.capabilities()
+            except Exception as exc:  # the plugin's class attributes are broken: say which one
+                raise RuntimeError(f"{kind} plugin {s.name} ({s.factory.__module__}): capabilities() failed: {exc!r}") from exc
+            caps = ", ".join(f"{k}: {'/'.join(v) if isinstance(v, list) else v}" for k, v in capabilities.items())
             lines.append(f"| [`{s.name}`](#{kind}-{_slug(s.name)}) | {_cell(caps)} | {_cell(s.description)} |")
         lines.append("")
         for s in specs:
