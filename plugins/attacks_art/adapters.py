@@ -41,7 +41,7 @@ from robench_plugins.attacks_foolbox.support import (
     QueryBudgetExhausted,
     keep_adversarial,
     merge_best,
-    predict,
+    oracle_budget,
     run_on_correct,
     seeded,
     starting_points,
@@ -229,7 +229,7 @@ class HSJParams(robench.Params):
     max_eval: int = Field(10000, ge=1, description="cap on queries of one gradient estimate")
     init_eval: int = Field(100, ge=1, description="queries of the first gradient estimate")
     batch_size: int = Field(64, ge=1, description="rows per model call")
-    max_queries: int | None = Field(None, ge=1, description="cap on model queries per sample, init included (None: no cap)")
+    max_queries: int | None = Field(None, ge=10, description="cap on model queries per sample, init and the adapter's own checks included (None: no cap)")
     init_pool: int = Field(100, ge=0, description="evaluation images (ctx.pool) tried as starting points besides the batch")
     init_noise_tries: int = Field(100, ge=0, description="uniform-noise draws tried for samples without a starting point")
     init_search_steps: int = Field(10, ge=0, description="bisection steps that move the start towards the input")
@@ -246,7 +246,7 @@ class ARTHSJ(ARTAttack):
         from art.attacks.evasion import HopSkipJump
 
         p = self.params
-        oracle = Oracle(model, x, y, self.norm, p.max_queries)
+        oracle = Oracle(model, x, y, self.norm, oracle_budget(p.max_queries))
         out = torch.full_like(x, math.nan)
         try:
             starts, found = starting_points(

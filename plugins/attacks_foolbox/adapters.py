@@ -39,6 +39,7 @@ from .support import (
     QueryBudgetExhausted,
     keep_adversarial,
     merge_best,
+    oracle_budget,
     run_on_correct,
     seeded,
     starting_points,
@@ -243,7 +244,7 @@ class StartedFoolboxAttack(FoolboxAttack):
 
     def attack_subset(self, fb, model, x, y, ctx):
         p = self.params
-        oracle = Oracle(model, x, y, self.norm, getattr(p, "max_queries", None))
+        oracle = Oracle(model, x, y, self.norm, oracle_budget(getattr(p, "max_queries", None)))
         out = torch.full_like(x, math.nan)
         try:
             starts, found = starting_points(
@@ -309,7 +310,7 @@ class HSJParams(InitParams):
     max_gradient_eval_steps: int = Field(10000, ge=1, description="cap on queries of one gradient estimate")
     stepsize_search: Literal["geometric_progression", "grid_search"] = Field("geometric_progression", description="step-size search")
     gamma: float = Field(1.0, gt=0, description="boundary-search threshold factor")
-    max_queries: int | None = Field(None, ge=1, description="cap on model queries per sample, init included (None: no cap)")
+    max_queries: int | None = Field(None, ge=10, description="cap on model queries per sample, init and the adapter's own checks included (None: no cap)")
 
 
 class FoolboxHSJ(StartedFoolboxAttack):
@@ -336,7 +337,7 @@ class BoundaryParams(InitParams):
     source_step_convergance: float = Field(1e-7, gt=0, description="stop a sample when source_step falls below this")
     step_adaptation: float = Field(1.5, gt=1, description="factor by which the step sizes adapt")
     update_stats_every_k: int = Field(10, ge=1, description="iterations between step-size adaptations")
-    max_queries: int | None = Field(None, ge=1, description="cap on model queries per sample, init included (None: no cap)")
+    max_queries: int | None = Field(None, ge=10, description="cap on model queries per sample, init and the adapter's own checks included (None: no cap)")
 
 
 class FoolboxBoundary(StartedFoolboxAttack):

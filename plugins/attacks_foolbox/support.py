@@ -105,6 +105,16 @@ def run_on_correct(model: robench.Model, x: torch.Tensor, y: torch.Tensor, attac
     return out
 
 
+#: Model calls per sample an adapter makes outside its Oracle (the clean prediction in
+#: run_on_correct, the final check in keep_adversarial, ART's class count): a query cap reserves
+#: them, so the harness's own count of forward passes never exceeds ``max_queries``.
+BOOKKEEPING_QUERIES = 3
+
+
+def oracle_budget(max_queries: int | None) -> int | None:
+    return None if max_queries is None else max(max_queries - BOOKKEEPING_QUERIES, 1)
+
+
 class QueryBudgetExhausted(Exception):
     """Raised inside a library's loop when the next query would exceed the per-sample cap."""
 
