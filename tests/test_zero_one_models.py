@@ -152,3 +152,12 @@ def test_cuda_trainer_is_deterministic_and_matches_cpu():
     agree = (runs[0].predict(xte.to(dev)).cpu() == cpu.predict(xte)).float().mean()
     assert agree > 0.95
     assert (runs[0].predict(xte.to(dev)).cpu() == yte).float().mean() > 0.9
+
+
+def test_mlp01_with_500_hidden_units_trains_and_predicts():
+    info, xtr, ytr, xte, yte = binary()
+    m = MLP01(MLP01.Params(votes=2, iterations=30, hidden=500, coords=32, memory_mb=64), info)
+    m.fit(xtr, ytr, robench.Context(seed=0))
+    assert m.state["hidden_weight"].shape == (1, 2, 500, 64)
+    assert (m.state["train_error"] < len(xtr) / 2).all()
+    assert (m.predict(xte) == yte).float().mean() > 0.7

@@ -152,7 +152,7 @@ def votes_per_group(cfg: SCDConfig, n: int, d: int, nb: int) -> int:
     """How many votes fit the memory budget at once (state on full data + candidate tensors)."""
     h = max(cfg.hidden, 1)
     per_vote = (cfg.coords + 1) * nb * 32  # q, sorted values, int64 order, gathered dlt, cumsum
-    per_vote += h * n * 9 + h * d * 8  # hidden projections + signs, weights and best weights
+    per_vote += h * n * 8 + h * d * 8  # hidden projections and signs (float32), weights and best weights
     return max(1, min(cfg.votes, cfg.memory_mb * 2**20 // per_vote))
 
 
