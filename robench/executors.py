@@ -79,6 +79,9 @@ class WorkerSetup:
     device_type: str
     data_dir: str | None
     run_token: str  # new per driver run: a long-lived worker must not reuse models of an earlier run
+    # torch's intra-op thread count on the driver: CPU kernels split work by thread, and float sums in a
+    # different order differ in the last bits, so workers compute with the same count to match it exactly.
+    threads: int
 
 
 @dataclass
@@ -140,7 +143,7 @@ class RayExecutor(Executor):
                 suite=s.model_dump(mode="json"), suite_path=runner.resolved.path, plugins=self.plugins or tuple(runner.opt.plugins),
                 versions={f"{k}:{n}": plugin_version(runner.registry.get(k, n)) for k, n in sorted(used)},
                 device_type=runner.device.type, data_dir=str(runner.opt.data_dir) if runner.opt.data_dir else None,
-                run_token=uuid.uuid4().hex,
+                run_token=uuid.uuid4().hex, threads=torch.get_num_threads(),
             )
             setup_ref = ray.put(setup)
             data_ref = ray.put(data)
@@ -290,6 +293,8 @@ def _cell_task(setup: WorkerSetup, job, data, state, source_state):
     logs: list[str] = []
     try:
         registry, resolved = _worker_runtime(setup)
+        if torch.get_num_threads() != setup.threads:
+            torch.set_num_threads(setup.threads)
         device = torch.device(setup.device_type)
         model = _worker_model(resolved, registry, job.model, state, data.info, device)
         source = _worker_model(resolved, registry, job.source, source_state, data.info, device) if job.source else None

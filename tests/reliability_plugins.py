@@ -24,7 +24,7 @@ from robench import Norm
 class NoiseParams(robench.Params):
     norm: Norm = Field(Norm.Linf, description="Linf or L2")
     sleep: float = Field(0.0, ge=0, description="seconds to sleep per batch (to be killed mid-batch)")
-    fault: Literal["none", "sigkill_once", "oom_over", "oom_always", "cuda_error", "shape", "int", "list", "inf"] = Field(
+    fault: Literal["none", "sigkill_once", "sigkill", "oom_over", "oom_always", "cuda_error", "shape", "int", "list", "inf"] = Field(
         "none", description="how to misbehave")
     max_batch: int = Field(10, ge=1, description="oom_over: batches larger than this raise a CUDA out-of-memory error")
     flag: Path | None = Field(None, description="sigkill_once: killed only while this file (in the data dir) is absent; "
@@ -51,10 +51,11 @@ class SignNoise(robench.Attack):
     def run(self, model, x, y, *, eps, ctx, source=None):
         p = self.params
         flag = self._flag(ctx)
-        if p.fault == "sigkill_once" and flag is not None and not flag.exists():
-            flag.write_text(str(os.getpid()))
+        if p.fault == "sigkill" or (p.fault == "sigkill_once" and flag is not None and not flag.exists()):
+            if flag is not None:
+                flag.write_text(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGKILL)
-        if flag is not None and p.fault != "sigkill_once":
+        if flag is not None and p.fault not in ("sigkill_once", "sigkill"):
             with open(flag, "a") as f:  # one line per batch started: tests see a batch in flight
                 f.write(f"{len(x)}\n")
         if p.fault == "oom_always" or (p.fault == "oom_over" and len(x) > p.max_batch):

@@ -253,17 +253,31 @@ class _Payload:
         return (os.system, (f"touch {self.target}",))
 
 
+CHECKPOINT_MODELS = ["{name: a, plugin: fault-linear, params: {ridge: 1.0}}", "{name: b, plugin: fault-linear, params: {ridge: 50.0}}"]
+
+
+@pytest.fixture(scope="module")
+def trained_cache(tmp_path_factory):
+    """Checkpoints of two models with the same shapes (trained once for the module)."""
+    tmp = tmp_path_factory.mktemp("ckpt")
+    (tmp / "data").mkdir()
+    env = dict(os.environ, ROBENCH_CACHE=str(tmp / "cache"), ROBENCH_DATA=str(tmp / "data"),
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    suite = write_suite(tmp, ["{name: noise, plugin: fault-noise, params: {}}"], models=CHECKPOINT_MODELS, limit=20)
+    robench("run", suite, "--out", tmp / "first", "-q", "--no-leaderboard", env=env)
+    return tmp / "cache"
+
+
 @pytest.mark.parametrize("kind", ["garbage", "pickle", "foreign", "foreign_legacy"])
-def test_corrupt_or_foreign_checkpoint_is_refused(isolated_env, env, kind):
+def test_corrupt_or_foreign_checkpoint_is_refused(isolated_env, env, trained_cache, kind):
+    import json
+    import shutil
+
     tmp = isolated_env
     cache = tmp / "cache"
-    models = ["{name: a, plugin: fault-linear, params: {ridge: 1.0}}", "{name: b, plugin: fault-linear, params: {ridge: 50.0}}"]
-    suite = write_suite(tmp, ["{name: noise, plugin: fault-noise, params: {}}"], models=models, limit=20)
-    robench("run", suite, "--out", tmp / "first", "-q", "--no-leaderboard", env=env)
-    folders = {}
-    for folder in cache.iterdir():
-        ridge = __import__("json").loads((folder / "config.json").read_text())["params"]["ridge"]
-        folders[ridge] = folder
+    shutil.copytree(trained_cache, cache)
+    suite = write_suite(tmp, ["{name: noise, plugin: fault-noise, params: {}}"], models=CHECKPOINT_MODELS, limit=20)
+    folders = {json.loads((f / "config.json").read_text())["params"]["ridge"]: f for f in cache.iterdir()}
     a, b = folders[1.0], folders[50.0]
     weights = b / "weights.safetensors"
     evidence = tmp / "code-ran"
