@@ -162,3 +162,18 @@ def test_mkdocs_builds_without_warnings(tmp_path):
     assert "WARNING" not in proc.stderr, proc.stderr
     for page in ("index.html", "metrics.html", "reference/cli.html", "reference/suite.html", "benchmarks.html"):
         assert (tmp_path / "site" / page).is_file(), page
+
+
+def test_pages_missing_from_nav_are_added_under_plugin_notes(tmp_path):
+    sys.path.insert(0, str(DOCS))
+    try:
+        import hooks
+    finally:
+        sys.path.remove(str(DOCS))
+    for name, text in (("index.md", "# Home\n"), ("models-x.md", "intro\n# Model X\n"), ("reproductions-a.md", "# A\n")):
+        (tmp_path / name).write_text(text)
+    nav = [{"Home": "index.md"}, {"Reference": [{"CLI": "reference/cli.md"}]}]
+    assert hooks.unlisted_pages(tmp_path, nav) == [{"Model X": "models-x.md"}]
+    config = hooks.on_config({"docs_dir": str(tmp_path), "nav": nav})
+    assert config["nav"][1] == {"Plugin notes": [{"Model X": "models-x.md"}]}
+    assert list(config["nav"][2]) == ["Reference"]
