@@ -8,11 +8,12 @@ PIP    := $(PY) -m pip
 TORCH  ?= torch==2.13.0
 export ROBENCH_DATA ?= $(abspath ../shared/data)
 
-.PHONY: demo test install install-all clean help
+.PHONY: demo test docs install install-all clean help
 
 help:
 	@echo "make demo   set up .venv and run the quick-start suite on embedded data, print the leaderboard"
 	@echo "make test   set up .venv with all extras and run the test suite"
+	@echo "make docs   regenerate the references and build the documentation site into build/site"
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -36,6 +37,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-all
 	$(VENV)/bin/python -m pytest
+
+docs: $(VENV)/.installed-all
+	$(PY) -m robench.docgen
+	$(VENV)/bin/mkdocs build --strict
 
 clean:
 	rm -rf runs/ .pytest_cache
