@@ -280,7 +280,9 @@ class DatasetSpec(PluginSpec):
     kind: ClassVar[PluginKind] = "dataset"
 
     def capabilities(self) -> dict[str, Any]:
-        return {"splits": list(self.factory.splits)}
+        splits = self.factory.splits
+        # A wrapper dataset may derive its splits from its parameters (a property on instances).
+        return {"splits": list(splits) if isinstance(splits, (tuple, list)) else ["(from parameters)"]}
 
 
 def params_schema(cls: type[BaseModel]) -> dict[str, Any]:
