@@ -85,6 +85,8 @@ class CNN(robench.TorchModel):
         return self.net(self._format(x)).float()
 
     def fit(self, x: torch.Tensor, y: torch.Tensor, ctx: robench.Context) -> None:
+        torch.manual_seed(ctx.seed)  # initial weights depend on the run seed only
+        self.net = self.build()
         if self.params.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         train_classifier(self.net, x, y, self.params, ctx)

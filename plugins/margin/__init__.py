@@ -70,6 +70,8 @@ class Margin(robench.TorchModel):
         p: MarginParams = self.params
         q = 1.0 if p.reg == "l1" else 2.0
         k = self.info.num_classes
+        torch.manual_seed(ctx.seed)  # initial weights depend on the run seed only
+        self.net = self.build()
         train_classifier(
             self.net, x, y, p, ctx, loss_fn=lambda net, xb, yb: margin_loss(net, xb, yb, C=p.weight, q=q, num_classes=k)
         )
