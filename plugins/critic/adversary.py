@@ -44,6 +44,7 @@ def high_confidence_attack(
     create_graph: bool = False,
     step_clip: float | None = None,
     box: bool = True,
+    straight_through: bool = True,
 ) -> torch.Tensor:
     """Move ``x`` towards class ``target`` until p_target >= ``confidence`` (per sample) or ``steps``.
 
@@ -51,16 +52,22 @@ def high_confidence_attack(
     ``step_clip``: cap on the L2 norm of each step (the thesis uses 0.1 at test time).
     ``box``: clip to [0, 1] after each step (the thesis projects at test time; we also do it in
     training so the critic cannot tell adversarials by out-of-range pixels).
+    ``straight_through=False`` detaches the stopping indicator (its true derivative is zero).
+
+    With ``create_graph`` the whole unrolled path is differentiated, including how each step's
+    starting point depends on the weights (the thesis' "fully differentiable" attack; the
+    author's TF code stops the gradient at each step's starting point).
     """
     eps = 1e-8
     log_c = confidence.clamp(1e-6, 1 - 1e-6).log()
     r = torch.zeros_like(x)
     active = torch.ones(x.shape[0], device=x.device, dtype=x.dtype)
     for _ in range(steps):
-        xa = (x + (1 + overshoot) * r).detach()
+        xa = x + (1 + overshoot) * r
         if box:
             xa = xa.clamp(0, 1)
-        xa.requires_grad_(True)
+        if not (create_graph and xa.requires_grad):
+            xa = xa.detach().requires_grad_(True)
         with torch.enable_grad():
             logp_t = F.log_softmax(net(xa), dim=1).gather(1, target[:, None]).squeeze(1)
             (g,) = torch.autograd.grad(logp_t.sum(), xa, create_graph=create_graph)
@@ -69,7 +76,7 @@ def high_confidence_attack(
         # stopping indicator with a sigmoid-adjusted straight-through gradient
         soft = torch.sigmoid(confidence - logp_t.exp())
         hard = (logp_t < log_c).to(x.dtype)
-        active = active * (hard + soft - soft.detach())
+        active = active * (hard + soft - soft.detach() if straight_through else hard)
         g_norm = _bview(g.flatten(1).norm(dim=1), g) + eps
         step = _bview((log_c - logp_t).clamp_min(0), g) / g_norm * (g / g_norm)
         if step_clip is not None:
