@@ -9,7 +9,7 @@
    the box (robench.testing.minimal_perturbation): mean of per-sample ratio norm / optimum, flagged
    when > 1.5 (or when it breaks fewer than 90% of the samples).
 
-Usage:  .venv/bin/python benchmarks/crosscheck_attacks.py [--n 40] [--out docs/benchmarks/crosscheck.md]
+Usage:  .venv/bin/python benchmarks/crosscheck_attacks.py [--n 20] [--out docs/benchmarks/crosscheck.md]
 
 adv-lib (for FAB's twin) is optional and never installed into the project venv (its dependencies
 would move torch): ``pip install --no-deps --target /tmp/advlib_site adv-lib`` and point
@@ -116,9 +116,9 @@ def make(name, **params):
 
 def twins(model, x, y, advlib_fab, lines):
     pairs = [
-        ("C&W L2", make("fb-cw-l2", steps=200, binary_search_steps=5, initial_const=0.1),
-         make("art-cw-l2", max_iter=200, binary_search_steps=5, initial_const=0.1), None),
-        ("HopSkipJump L2", make("fb-hsj", steps=20), make("art-hsj", max_iter=20), None),
+        ("C&W L2", make("fb-cw-l2", steps=100, binary_search_steps=5, initial_const=0.1),
+         make("art-cw-l2", max_iter=100, binary_search_steps=5, initial_const=0.1), None),
+        ("HopSkipJump L2", make("fb-hsj", steps=10), make("art-hsj", max_iter=10), None),
         ("PGD Linf @ 0.1", make("pgd", steps=40, restarts=1), make("art-pgd", max_iter=40, rel_step_size=2.5 / 40, num_random_init=1), 0.1),
         ("PGD L2 @ 1.0", make("pgd", norm="L2", steps=40), make("art-pgd", norm="L2", max_iter=40, rel_step_size=2.5 / 40, num_random_init=1), 1.0),
     ]
@@ -162,27 +162,27 @@ def linear_known_answer(advlib_fab, lines, n=20):
     x = torch.rand(n, 1, 8, 8, generator=g)
     y = model.predict(x)
     attacks = [
-        ("fb-cw-l2", dict(steps=1000, binary_search_steps=9)),
+        ("fb-cw-l2", dict(steps=200, binary_search_steps=5, initial_const=0.1)),
         ("fb-ddn", dict()),
         ("fb-deepfool", dict(norm="L2")),
         ("fb-deepfool", dict(norm="Linf")),
-        ("fb-ead", dict(steps=1000)),
+        ("fb-ead", dict(steps=200, binary_search_steps=5, initial_const=0.1)),
         ("fb-fmn", dict(norm="L0")),
         ("fb-fmn", dict(norm="L1")),
         ("fb-fmn", dict(norm="L2")),
         ("fb-fmn", dict(norm="Linf")),
-        ("fb-bb", dict(norm="L0", steps=200)),
-        ("fb-bb", dict(norm="L1", steps=200)),
-        ("fb-bb", dict(norm="L2", steps=200)),
-        ("fb-bb", dict(norm="Linf", steps=200)),
-        ("fb-hsj", dict(norm="L2", steps=40)),
-        ("fb-hsj", dict(norm="Linf", steps=40)),
-        ("fb-boundary", dict(steps=5000)),
-        ("art-cw-l2", dict(max_iter=100)),
+        ("fb-bb", dict(norm="L0", steps=100)),
+        ("fb-bb", dict(norm="L1", steps=100)),
+        ("fb-bb", dict(norm="L2", steps=100)),
+        ("fb-bb", dict(norm="Linf", steps=100)),
+        ("fb-hsj", dict(norm="L2", steps=20)),
+        ("fb-hsj", dict(norm="Linf", steps=20)),
+        ("fb-boundary", dict(steps=2000)),
+        ("art-cw-l2", dict(max_iter=50, binary_search_steps=5, initial_const=0.1)),
         ("art-cw-linf", dict()),
-        ("art-cw-l0", dict(max_iter=20)),
-        ("art-hsj", dict(norm="L2", max_iter=40)),
-        ("art-hsj", dict(norm="Linf", max_iter=40)),
+        ("art-cw-l0", dict(max_iter=10, binary_search_steps=5, initial_const=0.1)),
+        ("art-hsj", dict(norm="L2", max_iter=20)),
+        ("art-hsj", dict(norm="Linf", max_iter=20)),
         ("art-jsma", dict()),
         ("fab", dict(norm="L1")),
         ("fab", dict(norm="L2")),
@@ -220,7 +220,7 @@ def linear_known_answer(advlib_fab, lines, n=20):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=40, help="test digits attacked in the twin comparison")
+    ap.add_argument("--n", type=int, default=20, help="test digits attacked in the twin comparison")
     ap.add_argument("--out", default=str(REPO / "docs/benchmarks/crosscheck.md"))
     ap.add_argument("--skip-linear", action="store_true")
     args = ap.parse_args()
