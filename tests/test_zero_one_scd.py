@@ -106,3 +106,4 @@ def test_a_separable_problem_is_solved_exactly():
     assert out["train_error"].tolist() == [0, 0, 0]
     pred = torch.from_numpy(x) @ out["weight"].T > out["threshold"]
     assert (pred == torch.from_numpy(y)[:, None]).all()
+

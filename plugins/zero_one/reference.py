@@ -63,6 +63,19 @@ def _label_costs(yb, w_neg, w_pos):
     return np.where(yb, w_pos, 0).astype(np.int64), np.where(yb, 0, w_neg).astype(np.int64)
 
 
+def _full_error(pred, ypos, balanced):
+    """01 loss on the full training data; balanced: errors of each class weighted by the other's size."""
+    wrong = pred != ypos
+    if not balanced:
+        return int(wrong.sum())
+    return int((wrong & ypos).sum()) * int((~ypos).sum()) + int((wrong & ~ypos).sum()) * int(ypos.sum())
+
+
+def _init_threshold(proj, ypos, balanced):
+    e_lo, e_hi = _label_costs(ypos, *class_weights(balanced, int((~ypos).sum()), int(ypos.sum())))
+    return best_cut_1d(proj, e_lo, e_hi)[1]
+
+
 def train_linear_vote(x: np.ndarray, ypos: np.ndarray, cfg: SCDConfig, seed: int, stream: int, vote: int, trace=None):
     """One SCD01 vote. ``x`` (N, d) float32, ``ypos`` (N,) bool. Returns (w, t, train_error)."""
     g = vote_generator(seed, stream, vote)
@@ -70,11 +83,13 @@ def train_linear_vote(x: np.ndarray, ypos: np.ndarray, cfg: SCDConfig, seed: int
     d = x.shape[1]
     w = torch.randn(d, generator=g).numpy()
     w = w / np.linalg.norm(w)
-    e_lo, e_hi = _label_costs(ypos, 1, 1)
-    _, t = best_cut_1d(x @ w, e_lo, e_hi)
-    best = (w.copy(), t, int(((x @ w > t) != ypos).sum()))
     n_bal = round(cfg.balanced_fraction * cfg.iterations)
+    t = _init_threshold(x @ w, ypos, n_bal > 0)
+    best = (w.copy(), t, _full_error(x @ w > t, ypos, n_bal > 0))
     for it in range(cfg.iterations):
+        if it == n_bal > 0:  # objective switches to the plain 01 loss: refit t, restart the kept model here
+            t = _init_threshold(x @ w, ypos, False)
+            best = (w.copy(), t, _full_error(x @ w > t, ypos, False))
         b, m_neg, m_pos = _batch(g, neg, pos, cfg)
         js, ss = _coords(g, cfg, d)
         xb, yb = x[b], ypos[b]
@@ -89,12 +104,12 @@ def train_linear_vote(x: np.ndarray, ypos: np.ndarray, cfg: SCDConfig, seed: int
         loss, t2, w2 = min(cands, key=lambda c: c[0])  # min keeps the first of equal losses
         if loss < base:
             w, t = w2, t2
-            err = int(((x @ w > t) != ypos).sum())
+            err = _full_error(x @ w > t, ypos, it < n_bal)
             if err < best[2]:
                 best = (w.copy(), t, err)
         if trace is not None:
             trace.append(loss < base)
-    return best
+    return best[0], best[1], _full_error(x @ best[0] > best[1], ypos, False)
 
 
 def _sign(p, t):
@@ -111,15 +126,17 @@ def train_mlp_vote(x: np.ndarray, ypos: np.ndarray, cfg: SCDConfig, seed: int, s
     W = W / np.linalg.norm(W, axis=1, keepdims=True)
     a = a / np.linalg.norm(a)
     th = torch.from_numpy(x @ W.T).median(dim=0).values.numpy()  # torch's (lower) median, as scd.py
-    e_lo, e_hi = _label_costs(ypos, 1, 1)
-    _, to = best_cut_1d(_sign(x @ W.T, th) @ a, e_lo, e_hi)
-
-    def full_error(W, th, a, to):
-        return int(((_sign(x @ W.T, th) @ a > to) != ypos).sum())
-
-    best = (W.copy(), th.copy(), a.copy(), to, full_error(W, th, a, to))
     n_bal = round(cfg.balanced_fraction * cfg.iterations)
+    to = _init_threshold(_sign(x @ W.T, th) @ a, ypos, n_bal > 0)
+
+    def full_error(W, th, a, to, balanced):
+        return _full_error(_sign(x @ W.T, th) @ a > to, ypos, balanced)
+
+    best = (W.copy(), th.copy(), a.copy(), to, full_error(W, th, a, to, n_bal > 0))
     for it in range(cfg.iterations):
+        if it == n_bal > 0:  # objective switches to the plain 01 loss: refit to, restart the kept model here
+            to = _init_threshold(_sign(x @ W.T, th) @ a, ypos, False)
+            best = (W.copy(), th.copy(), a.copy(), to, full_error(W, th, a, to, False))
         b, m_neg, m_pos = _batch(g, neg, pos, cfg)
         jo, so = _coords(g, cfg, h)
         u = int(torch.randint(0, h, (1,), generator=g))
@@ -158,9 +175,9 @@ def train_mlp_vote(x: np.ndarray, ypos: np.ndarray, cfg: SCDConfig, seed: int, s
             th = th.copy()
             W[u], th[u], changed = wu, t2, True
         if changed:
-            err = full_error(W, th, a, to)
+            err = full_error(W, th, a, to, it < n_bal)
             if err < best[4]:
                 best = (W.copy(), th.copy(), a.copy(), to, err)
         if trace is not None:
             trace.append(changed)
-    return best
+    return (*best[:4], full_error(*best[:4], False))

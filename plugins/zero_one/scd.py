@@ -148,6 +148,24 @@ def _label_dlt(yb: torch.Tensor, w_neg: int, w_pos: int, dtype: torch.dtype) -> 
     return torch.where(yb, w_pos, -w_neg).to(dtype)
 
 
+def full_error(pred: torch.Tensor, ypos: torch.Tensor, balanced: bool) -> torch.Tensor:
+    """01 loss of (V, N) decisions on the full training data; balanced: scaled by n_neg * n_pos."""
+    wrong = pred != ypos
+    if not balanced:
+        return wrong.sum(1)
+    n_pos = int(ypos.sum())
+    return (wrong & ypos).sum(1) * (len(ypos) - n_pos) + (wrong & ~ypos).sum(1) * n_pos
+
+
+def init_threshold(proj: torch.Tensor, ypos: torch.Tensor, balanced: bool) -> torch.Tensor:
+    """Exact best threshold on the full training data under the first iteration's objective."""
+    n_pos = int(ypos.sum())
+    w_neg, w_pos = class_weights(balanced, len(ypos) - n_pos, n_pos)
+    dt = _int_dtype(len(ypos) * max(w_neg, w_pos))
+    e_hi_total = torch.tensor(w_neg * (len(ypos) - n_pos), device=proj.device)
+    return best_cut(proj, _label_dlt(ypos, w_neg, w_pos, dt), e_hi_total)[1]
+
+
 def votes_per_group(cfg: SCDConfig, n: int, d: int, nb: int) -> int:
     """How many votes fit the memory budget at once (state on full data + candidate tensors)."""
     h = max(cfg.hidden, 1)
@@ -179,12 +197,9 @@ def train_linear(
     w = torch.stack([torch.randn(d, generator=g) for g in gens]).to(dev)
     w /= w.norm(dim=1, keepdim=True)
     proj = w @ xt  # (V, N): kept up to date by rank-1 changes
-    # initial thresholds: exact search on the full training data, plain 01 loss
-    dlt_full = _label_dlt(ypos, 1, 1, torch.int32)
-    _, thr = best_cut(proj, dlt_full, torch.tensor(len(neg), device=dev))
-    err = ((proj > thr[:, None]) != ypos).sum(1)
-    best_w, best_t, best_err = w.clone(), thr.clone(), err.clone()
     n_bal = round(cfg.balanced_fraction * cfg.iterations)
+    thr = init_threshold(proj, ypos, n_bal > 0)
+    best_w, best_t, best_err = w.clone(), thr.clone(), full_error(proj > thr[:, None], ypos, n_bal > 0)
     dt = _int_dtype((draws.m_neg + draws.m_pos) * max(draws.m_neg, draws.m_pos))
     for it in range(cfg.iterations):
         bs, js, ss = [], [], []
@@ -196,6 +211,12 @@ def train_linear(
         b = torch.stack(bs).to(dev)
         jj = torch.stack(js).to(dev)
         sg = torch.stack(ss).to(dev)
+        if it == n_bal > 0:
+            # the objective switches to the plain 01 loss: refit the thresholds on the full data and
+            # restart the kept model from the current one (else a one-vs-all problem keeps its
+            # all-negative start: "always negative" is only 10% plain error there)
+            thr = init_threshold(proj, ypos, False)
+            best_w, best_t, best_err = w.clone(), thr.clone(), full_error(proj > thr[:, None], ypos, False)
         w_neg, w_pos = class_weights(it < n_bal, draws.m_neg, draws.m_pos)
         yb = ypos[b]
         dlt = _label_dlt(yb, w_neg, w_pos, dt)
@@ -212,7 +233,7 @@ def train_linear(
             w[acc] /= nrm[:, None]
             proj[acc] /= nrm[:, None]
             thr[acc] = cut[acc, 1 + c[acc]] / nrm
-            err_acc = ((proj[acc] > thr[acc, None]) != ypos).sum(1)
+            err_acc = full_error(proj[acc] > thr[acc, None], ypos, it < n_bal)
             better = err_acc < best_err[acc]
             keep = acc[better]
             best_w[keep], best_t[keep], best_err[keep] = w[keep], thr[keep], err_acc[better]
@@ -220,7 +241,7 @@ def train_linear(
             trace.append((c_loss < loss[:, 0]).cpu())
         if progress is not None:
             progress(it + 1)
-    return {"weight": best_w, "threshold": best_t, "train_error": best_err}
+    return {"weight": best_w, "threshold": best_t, "train_error": full_error(best_w @ xt > best_t[:, None], ypos, False)}
 
 
 # -- MLP01 -------------------------------------------------------------------------------------
@@ -257,11 +278,10 @@ def train_mlp(
     th = ph.median(dim=2).values  # hidden thresholds start at the median projection (paper)
     sg = _signs(ph, th[:, :, None])
     z = torch.einsum("vh,vhn->vn", a, sg)
-    _, to = best_cut(z, _label_dlt(ypos, 1, 1, torch.int32), torch.tensor(len(neg), device=dev))
-    err = ((z > to[:, None]) != ypos).sum(1)
-    best = {"W": W.clone(), "th": th.clone(), "a": a.clone(), "to": to.clone(), "err": err.clone()}
-    vr = torch.arange(V, device=dev)
     n_bal = round(cfg.balanced_fraction * cfg.iterations)
+    to = init_threshold(z, ypos, n_bal > 0)
+    best = {"W": W.clone(), "th": th.clone(), "a": a.clone(), "to": to.clone(), "err": full_error(z > to[:, None], ypos, n_bal > 0)}
+    vr = torch.arange(V, device=dev)
     dt = _int_dtype((draws.m_neg + draws.m_pos) * max(draws.m_neg, draws.m_pos))
 
     for it in range(cfg.iterations):
@@ -276,6 +296,9 @@ def train_mlp(
             jh.append(j)
             sh.append(s)
         b = torch.stack(bs).to(dev)
+        if it == n_bal > 0:  # switch to the plain 01 loss: refit, restart the kept model here (see train_linear)
+            to = init_threshold(z, ypos, False)
+            best = {"W": W.clone(), "th": th.clone(), "a": a.clone(), "to": to.clone(), "err": full_error(z > to[:, None], ypos, False)}
         w_neg, w_pos = class_weights(it < n_bal, draws.m_neg, draws.m_pos)
         wcls = torch.where(ypos[b], w_pos, w_neg).to(dt)
         yb = ypos[b]
@@ -329,7 +352,7 @@ def train_mlp(
         # 3. keep the best model on the full training data
         ch = torch.nonzero(changed).squeeze(1)
         if len(ch):
-            e = ((z[ch] > to[ch, None]) != ypos).sum(1)
+            e = full_error(z[ch] > to[ch, None], ypos, it < n_bal)
             better = e < best["err"][ch]
             k = ch[better]
             best["W"][k], best["th"][k], best["a"][k], best["to"][k] = W[k], th[k], a[k], to[k]
@@ -340,8 +363,14 @@ def train_mlp(
             progress(it + 1)
     return {
         "hidden_weight": best["W"], "hidden_threshold": best["th"], "out_weight": best["a"],
-        "out_threshold": best["to"], "train_error": best["err"],
+        "out_threshold": best["to"], "train_error": full_error(_mlp_decide(xt, best), ypos, False),
     }
+
+
+def _mlp_decide(xt: torch.Tensor, m: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(V, N) decisions of MLP01 votes on the columns of ``xt``."""
+    sg = _signs(torch.einsum("vhd,dn->vhn", m["W"], xt), m["th"][:, :, None])
+    return torch.einsum("vh,vhn->vn", m["a"], sg) > m["to"][:, None]
 
 
 def train(
