@@ -81,6 +81,7 @@ def env(isolated_env):
     return dict(os.environ, ROBENCH_DATA=str(data), COLUMNS="1000")  # no wrapped messages
 
 
+@pytest.mark.slow
 def test_sigkill_mid_batch_then_resume_equals_uninterrupted(isolated_env, env):
     tmp = isolated_env
     flag = Path(env["ROBENCH_DATA"]) / "batches.txt"
@@ -183,14 +184,15 @@ def _limit_file_size(limit: int):
     return apply
 
 
+@pytest.mark.slow
 def test_disk_full_mid_run_stops_cleanly_and_resumes(isolated_env, env):
     tmp = isolated_env
-    suite = write_suite(tmp, ["{name: noise, plugin: fault-noise, params: {norm: L2}}"], limit=500, batch_size=10)
+    suite = write_suite(tmp, ["{name: noise, plugin: fault-noise, params: {norm: L2}}"], limit=300, batch_size=10)
     robench("run", suite, "--out", tmp / "full", "-q", "--no-leaderboard", env=env)  # also trains the model
     full, _ = snapshot(tmp / "full" / "results.sqlite")
-    # The store hits the file-size limit part-way (EFBIG is what a full disk looks like to SQLite's writes).
+    # The store (its WAL grows ~10 kB per batch) hits the file-size limit part-way (EFBIG is what a full disk looks like to SQLite's writes).
     proc = robench("run", suite, "--out", tmp / "full-disk", "-q", "--no-leaderboard", env=env, check=1,
-                   preexec_fn=_limit_file_size(300_000))
+                   preexec_fn=_limit_file_size(200_000))
     assert "cannot write results to" in proc.stderr and "run the same command again to resume" in proc.stderr
     assert "Traceback" not in proc.stderr
     partial, dup = snapshot(tmp / "full-disk" / "results.sqlite")
@@ -200,6 +202,7 @@ def test_disk_full_mid_run_stops_cleanly_and_resumes(isolated_env, env):
     assert dup == 0 and resumed == full
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_store(isolated_env, env):
     tmp = isolated_env
     suite = write_suite(tmp, ["{name: noise, plugin: fault-noise, params: {sleep: 0.6}}"], limit=60)
