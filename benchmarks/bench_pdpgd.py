@@ -104,7 +104,7 @@ def adv_lib_attack(fn: Callable, **kw) -> Callable:
 ADV_LIB_NORM = {Norm.L0: 0, Norm.L1: 1, Norm.L2: 2, Norm.Linf: float("inf")}
 
 
-def attacks_for(norm: Norm, pool: torch.Tensor, steps: int, bb_steps: int, only: set[str] | None):
+def attacks_for(norm: Norm, pool: torch.Tensor, steps: int, bb_steps: int, only: set[str] | None, init_range: float):
     pdpgd_al, pdgd_al, fmn_al = import_adv_lib()
     p = ADV_LIB_NORM[norm]
     out: dict[str, Callable] = {
@@ -112,6 +112,9 @@ def attacks_for(norm: Norm, pool: torch.Tensor, steps: int, bb_steps: int, only:
     }
     if norm == Norm.L0:
         out["robench pdpgd refine"] = robench_attack("pdpgd", pool, norm="L0", steps=steps, refine=True)
+        out["robench pdpgd 10 restarts"] = robench_attack(
+            "pdpgd", pool, norm="L0", steps=steps, restarts=10, init_range=init_range
+        )
     if norm == Norm.L2:
         out["robench pdgd"] = robench_attack("pdgd", pool, steps=steps)
         out["adv-lib pdgd"] = adv_lib_attack(pdgd_al, num_steps=steps)
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bb-steps", type=int, default=1000, help="steps of Brendel-Bethge")
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--only", nargs="*", help="run only attacks whose label contains one of these strings")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: fastest on a busy machine)")
     ap.add_argument("--out", type=Path, default=Path("bench_pdpgd.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -146,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for norm_name in args.norms:
         norm = Norm(norm_name)
-        for label, attack in attacks_for(norm, x, args.steps, args.bb_steps, set(args.only or [])).items():
+        for label, attack in attacks_for(norm, x, args.steps, args.bb_steps, set(args.only or []), 0.5 if x.shape[1] == 1 else 0.25).items():
             torch.manual_seed(0)
             t = time.perf_counter()
             adv = torch.cat([attack(model, x[i : i + args.batch], y[i : i + args.batch]) for i in range(0, len(x), args.batch)])

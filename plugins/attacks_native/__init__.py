@@ -18,7 +18,7 @@ from .pdpgd import PDConfig, pd_attack
 
 # Primal learning rates used when ``lr`` is not given, per norm (picked on a CIFAR-10 CNN from the
 # thesis grid [0.01, 0.05, 0.1, 0.5, 1.0]; see docs/attacks-pdpgd.md).
-DEFAULT_LR = {"L0": 0.5, "L1": 0.5, "L2": 0.1, "Linf": 0.01}
+DEFAULT_LR = {"L0": 1.0, "L1": 0.5, "L2": 0.1, "Linf": 0.1}
 
 
 class _CommonParams(robench.Params):
