@@ -13,6 +13,7 @@ Results are printed as JSON lines (append them to docs/benchmarks/defenses.md by
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -84,14 +85,10 @@ def _models(dataset: str, epochs: int | None):
             rows.append((f"critic/{arch}", Critic, {"arch": arch, **e}))
     except ImportError:
         pass
-    try:
-        import tensorflow  # noqa: F401
-
+    if importlib.util.find_spec("tensorflow") and importlib.util.find_spec("larq"):  # no import: TF_USE_LEGACY_KERAS
         from robench_plugins.bnn import BNN
 
         rows.append(("bnn/mlp", BNN, {**e}))
-    except ImportError:
-        pass
     return rows
 
 

@@ -24,10 +24,10 @@ INSTALL_HINT = "pip install 'robench[tf]'"
 
 def import_tf():
     """Import TensorFlow and larq with legacy Keras (tf_keras), or fail with how to install them."""
-    tf_already_loaded = "tensorflow" in sys.modules
+    legacy_before = os.environ.get("TF_USE_LEGACY_KERAS") == "1"
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # larq 0.14 needs Keras 2 (tf_keras)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if tf_already_loaded and "larq" not in sys.modules and os.environ["TF_USE_LEGACY_KERAS"] != "1":
+    if "tensorflow" in sys.modules and "larq" not in sys.modules and not legacy_before:
         raise RuntimeError(
             "the bnn model plugin needs TF_USE_LEGACY_KERAS=1, but TensorFlow was imported before with "
             "Keras 3; set TF_USE_LEGACY_KERAS=1 in the environment before anything imports TensorFlow"
