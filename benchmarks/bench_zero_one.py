@@ -9,6 +9,8 @@ Parts, each in its own subprocess so that its peak memory (max RSS) is its own:
   mlp01    MLP01, 32 votes, 20 hidden, 1000 iterations, CIFAR-10 0 vs 1: time, accuracies.
   svm      LinearSVC; mlp  sigmoid MLP (20 hidden, SGD 200/0.9/0.01) on the same split.
   ova      (b) one-vs-all MLP01 on all of CIFAR-10 (votes/iterations reduced by flags).
+  ovamem   one full-size one-vs-all sub-problem (0 vs rest, 50000 images) with 32 votes: peak
+           memory and seconds per iteration, for extrapolating the full one-vs-all run.
 
 0 vs 1 split: the first 9000 of the 10000 training images of the two classes train, the last
 1000 are the held-out part of train; "test" is the 2000 test images of the two classes.
@@ -154,7 +156,26 @@ def part_ova(args) -> dict:
     return res
 
 
-PARTS = {"ref": part_ref, "scd01": part_model, "mlp01": part_model, "svm": part_model, "mlp": part_model, "ova": part_ova}
+def part_ovamem(args) -> dict:
+    """One full-size one-vs-all sub-problem (class 0 vs the other 49999 images): peak memory and
+    seconds per iteration of a 32-vote MLP01, to extrapolate the full one-vs-all run."""
+    from robench_plugins.zero_one import scd
+
+    _, xtr, ytr, _, _ = cifar(classes=None)
+    xt = xtr.flatten(1).T.contiguous()
+    del xtr
+    ypos = ytr == 0
+    t = time.perf_counter()
+    scd.train(xt, ypos, scd.SCDConfig(iterations=1, votes=args.votes, hidden=args.hidden), seed=0)
+    one = time.perf_counter() - t
+    n = args.iterations or 5
+    t = time.perf_counter()
+    scd.train(xt, ypos, scd.SCDConfig(iterations=1 + n, votes=args.votes, hidden=args.hidden), seed=0)
+    per_it = (time.perf_counter() - t - one) / n
+    return {"votes": args.votes, "hidden": args.hidden, "setup_and_first_iteration_s": round(one, 1), "s_per_iteration": round(per_it, 2)}
+
+
+PARTS = {"ref": part_ref, "scd01": part_model, "mlp01": part_model, "svm": part_model, "mlp": part_model, "ova": part_ova, "ovamem": part_ovamem}
 
 
 def main() -> None:
