@@ -127,7 +127,6 @@ def _run(
     # lambda = lambda_norm / lambda_constraint as a point of the 2-simplex: weights sigmoid(+-rho)
     rho = lam0.log().clamp(-log_bound, log_bound)
     w_norm, w_cons = torch.sigmoid(rho), torch.sigmoid(-rho)
-    view = (-1,) + (1,) * (x.dim() - 1)
 
     for k in range(steps + 1):
         last = k == steps
