@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 import warnings
@@ -128,7 +127,6 @@ def run(
         reg = _registry(plugin)
         resolved = load_suite(suite, reg)
         out_dir = out or Path("runs") / resolved.suite.name
-        _check_writable(out_dir)
         from .executors import make_executor
         from .runner import parse_shard
 
@@ -163,22 +161,6 @@ def run(
         err_console.print(f"[red]cell {label} failed:[/red]\n{err}")
     if not summary.ok:
         raise typer.Exit(1)
-
-
-def _check_writable(out_dir: Path) -> None:
-    """Fail before any work if results could not be stored."""
-    from .errors import UserInputError
-
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserInputError(f"--out {out_dir}: cannot create the output folder ({exc.strerror})") from None
-    if not os.access(out_dir, os.W_OK):
-        raise UserInputError(f"--out {out_dir}: the output folder is not writable")
-    import shutil
-
-    if shutil.disk_usage(out_dir).free < 50 * 2**20:
-        raise UserInputError(f"--out {out_dir}: less than 50 MiB free on that disk")
 
 
 @app.command()

@@ -581,6 +581,9 @@ class Runner:
         return _hash({
             "suite": s.name,
             "dataset": {k: v for k, v in s.dataset.model_dump(mode="json").items() if k != "limit"},
+            # Names too: two entries with the same configuration are two rows of the leaderboard.
+            "model_name": c["model"].name,
+            "attack_name": a.name,
             "model": self.model_keys[c["model"].name],
             "attack": a.plugin,
             "attack_version": plugin_version(c["spec"]),

@@ -129,14 +129,18 @@ class Store:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot create the output folder {self.path.parent}: {exc}") from None
+        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         try:
-            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self.db.execute("PRAGMA busy_timeout=60000")
+            self._check_or_init()  # before WAL: a foreign SQLite file must be left untouched
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA busy_timeout=60000")
-            self._check_or_init()
         except sqlite3.DatabaseError as exc:
+            self.db.close()
             raise StoreError(f"{self.path} is not a robench results store ({exc})") from None
+        except StoreError:
+            self.db.close()
+            raise
 
     def _check_or_init(self) -> None:
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}

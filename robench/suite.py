@@ -269,6 +269,10 @@ def resolve(suite: Suite, registry: Registry, path: str = "<suite>", lines: dict
             if any(e["type"] == "extra_forbidden" for e in exc.errors()):
                 problems.append((format_loc(loc + ("params",)), f"{plugin} accepts: {_allowed_fields(spec.params)}"))
             return None
+        except Exception as exc:  # a plugin's own validator that raised something else: still located
+            problems.append((format_loc(loc + ("params",)) + _where(lines, loc + ("params",)),
+                             f"{plugin} rejected these parameters: {type(exc).__name__}: {exc}"))
+            return None
 
     dataset_params = params_for("dataset", suite.dataset.name, suite.dataset.params, ("dataset",))
     if dataset_params is None and suite.dataset.name not in registry.specs["dataset"]:
