@@ -226,9 +226,6 @@ def test_bounded_float_parameters_reject_nan_and_out_of_bound_infinities(registr
     assert not accepted, "bounded float parameters that accept NaN/Inf:\n" + "\n".join(accepted)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason="found by the fuzz test above: plugins/cnn CNNParams._arch_recipe does "
-                   "`arch in ARCH_DEFAULTS` on any value, so `arch: []` raises TypeError instead of a located error; "
-                   "fix: `if isinstance(arch, str) and arch in ARCH_DEFAULTS` (remove this marker then)")
 def test_cnn_arch_of_the_wrong_type_is_a_located_error(registry):
     with pytest.raises(SuiteError) as err:
         load_suite("p.yaml", registry, text=_dump(_suite_for("model", "cnn", {"arch": []})))

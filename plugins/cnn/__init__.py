@@ -57,7 +57,7 @@ class CNNParams(TrainParams):
     def _arch_recipe(cls, data: Any) -> Any:
         if isinstance(data, dict):
             arch = data.get("arch", "small")
-            if arch in ARCH_DEFAULTS:
+            if isinstance(arch, str) and arch in ARCH_DEFAULTS:
                 data = {**ARCH_DEFAULTS[arch], **data}
         return data
 
