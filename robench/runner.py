@@ -570,9 +570,10 @@ class Runner:
                     continue
                 spec = self.registry.get("attack", a.plugin)
                 attack = spec.factory(self.resolved.attack_params[a.name])
-                eps_list = self.suite.eps_for(attack.norm) if spec.factory.kind == "bounded" else [None]
+                # the instance's kind: a wrapper (e.g. transfer) takes the kind of the attack it wraps
+                eps_list = self.suite.eps_for(attack.norm) if attack.kind == "bounded" else [None]
                 for eps in eps_list:
-                    cells.append({"model": m, "attack": a, "spec": spec, "norm": attack.norm, "eps": eps})
+                    cells.append({"model": m, "attack": a, "spec": spec, "norm": attack.norm, "eps": eps, "kind": attack.kind})
         return cells
 
     def cell_key(self, c: dict[str, Any]) -> str:
@@ -702,7 +703,7 @@ class Runner:
         via_surrogate = bool(model is not None and needs_grad and not model.differentiable)
         status = store.ensure_cell(
             key, summary.run_id, suite=s.name, model=m.name, model_plugin=m.plugin, attack=a.name, attack_plugin=a.plugin,
-            norm=str(c["norm"]), kind=factory.kind, eps=eps, source=a.source, needs=sorted(factory.needs),
+            norm=str(c["norm"]), kind=c.get("kind", factory.kind), eps=eps, source=a.source, needs=sorted(factory.needs),
             via_surrogate=int(via_surrogate), n_total=len(data.x),
             config={"model_key": self.model_keys[m.name], "attack_params": self.resolved.attack_params[a.name].model_dump(mode="json")},
         )

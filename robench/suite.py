@@ -296,7 +296,7 @@ def resolve(suite: Suite, registry: Registry, path: str = "<suite>", lines: dict
         except Exception as exc:  # a constructor that rejects a parameter combination
             problems.append((f"attacks[{i}].params" + _where(lines, ("attacks", i, "params")), f"{a.plugin} rejected these parameters: {exc}"))
             continue
-        if factory.kind == "bounded" and not suite.eps_for(attack.norm):
+        if attack.kind == "bounded" and not suite.eps_for(attack.norm):
             problems.append(
                 (f"attacks[{i}]" + _where(lines, ("attacks", i)),
                  f"{a.name} is a bounded {attack.norm} attack, but epsilons has no {attack.norm} list; add e.g. epsilons: {{{attack.norm}: [...]}}")

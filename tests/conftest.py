@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before any test module imports torch
 from pathlib import Path
 
 import pytest
