@@ -9,29 +9,24 @@ import robench
 from robench import Norm
 
 
-class OutOfBox(robench.Attack):
-    """Returns images outside [0, 1]: every one must be rejected."""
-
+class _MinimalL2(robench.Attack):
     kind = "minimal"
     needs = frozenset({"scores"})
 
     def __init__(self, params):
         super().__init__(params)
         self.norm = Norm.L2
+
+
+class OutOfBox(_MinimalL2):
+    """Returns images outside [0, 1]: every one must be rejected."""
 
     def run(self, model, x, y, *, eps, ctx, source=None):
         return x + 2.0
 
 
-class Unchanged(robench.Attack):
+class Unchanged(_MinimalL2):
     """Claims each input is its own adversarial: 'no adversarial', never a success."""
-
-    kind = "minimal"
-    needs = frozenset({"scores"})
-
-    def __init__(self, params):
-        super().__init__(params)
-        self.norm = Norm.L2
 
     def run(self, model, x, y, *, eps, ctx, source=None):
         return x.clone()
@@ -41,28 +36,17 @@ class NotAdversarialParams(robench.Params):
     shift: float = Field(1e-3, description="tiny shift that does not change the prediction")
 
 
-class NotAdversarial(robench.Attack):
+class NotAdversarial(_MinimalL2):
     """Returns in-box images that are still correctly classified: rejected as not misclassified."""
 
     Params = NotAdversarialParams
-    kind = "minimal"
-    needs = frozenset({"scores"})
-
-    def __init__(self, params):
-        super().__init__(params)
-        self.norm = Norm.L2
 
     def run(self, model, x, y, *, eps, ctx, source=None):
         return (x + self.params.shift).clamp(0, 1)
 
 
-class Crash(robench.Attack):
-    kind = "minimal"
+class Crash(_MinimalL2):
     needs = frozenset({"gradients"})
-
-    def __init__(self, params):
-        super().__init__(params)
-        self.norm = Norm.L2
 
     def run(self, model, x, y, *, eps, ctx, source=None):
         raise RuntimeError("this attack always crashes")
