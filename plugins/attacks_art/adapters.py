@@ -26,7 +26,7 @@ Library quirks handled here (tests in tests/test_adapters_art.py):
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ import robench
 from robench.api import Norm, ScoresModule
 from robench.errors import UserInputError
 from robench_plugins.attacks_foolbox.support import (
+    LibraryAttack,
     Oracle,
     OracleModule,
     QueryBudgetExhausted,
@@ -89,17 +90,8 @@ def project_ball(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: Norm) -
     return (x + d).clamp(0, 1)
 
 
-class ARTAttack(robench.Attack):
+class ARTAttack(LibraryAttack):
     """Base of the ART adapters: subclasses implement :meth:`attack_subset` (numpy in, numpy out)."""
-
-    kind = "minimal"
-    needs = frozenset({"gradients"})
-    fixed_norm: ClassVar[Norm | None] = None
-
-    def __init__(self, params: robench.Params):
-        super().__init__(params)
-        if self.fixed_norm is not None:
-            self.norm = self.fixed_norm
 
     def run(self, model, x, y, *, eps, ctx, source=None):
         k = num_classes(model, x)

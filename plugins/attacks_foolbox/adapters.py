@@ -34,6 +34,7 @@ import robench
 from robench.api import Norm, ScoresModule
 
 from .support import (
+    LibraryAttack,
     Oracle,
     OracleModule,
     QueryBudgetExhausted,
@@ -50,18 +51,8 @@ def _fmodel(fb, module: torch.nn.Module, device: torch.device):
     return fb.PyTorchModel(module.eval(), bounds=(0.0, 1.0), device=device)
 
 
-class FoolboxAttack(robench.Attack):
+class FoolboxAttack(LibraryAttack):
     """Base of the foolbox adapters: subclasses build the foolbox attack in :meth:`make`."""
-
-    kind = "minimal"
-    needs = frozenset({"gradients"})
-    #: the norm of attacks that have only one (None: taken from params.norm).
-    fixed_norm: ClassVar[Norm | None] = None
-
-    def __init__(self, params: robench.Params):
-        super().__init__(params)
-        if self.fixed_norm is not None:
-            self.norm = self.fixed_norm
 
     def make(self, fb) -> Any:
         raise NotImplementedError

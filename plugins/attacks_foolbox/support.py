@@ -19,12 +19,28 @@ from __future__ import annotations
 
 import contextlib
 import math
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 import robench
 from robench.api import Norm
+
+class LibraryAttack(robench.Attack):
+    """Shared base of the foolbox and ART adapters: minimal, gradient-based unless a subclass says
+    otherwise, with a norm fixed by the class or taken from ``params.norm``."""
+
+    kind = "minimal"
+    needs = frozenset({"gradients"})
+    #: the norm of attacks that have only one (None: taken from params.norm).
+    fixed_norm: ClassVar[Norm | None] = None
+
+    def __init__(self, params: robench.Params):
+        super().__init__(params)
+        if self.fixed_norm is not None:
+            self.norm = self.fixed_norm
+
 
 #: Channel changes at most this large are float residue, not perturbation (same rule as verify.py).
 RESIDUE = 1e-6
