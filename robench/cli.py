@@ -91,6 +91,57 @@ class RichReporter:
             self.p.advance(self.overall)
 
 
+class LineReporter:
+    """Progress as plain lines for logs and pipes, where rich draws no bars: a line when a task
+    starts and ends, and in between at most one line per ``every`` seconds with percent and ETA."""
+
+    def __init__(self, console: Console, every: float = 30.0):
+        self.c = console
+        self.every = every
+        self.cells_total = 0
+        self.cells_done = 0
+        self.label: str | None = None
+        self.total = 1
+        self.started = self.last = 0.0
+
+    def phase(self, text: str) -> None:
+        self.c.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    def log(self, text: str) -> None:  # the runner's messages may carry rich markup ([red]...)
+        self.c.print(text, highlight=False, soft_wrap=True)
+
+    def start_cells(self, total: int) -> None:
+        self.cells_total = total
+
+    def start_task(self, label: str, total: int) -> None:
+        self.label, self.total = label, max(total, 1)
+        self.started = self.last = time.perf_counter()
+        self.c.print(f"{label}: started", highlight=False, markup=False, soft_wrap=True)
+
+    def advance_task(self, done: int, total: int | None = None) -> None:
+        if self.label is None:
+            return
+        if total is not None:
+            self.total = max(total, 1)
+        now = time.perf_counter()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        frac = min(done / self.total, 1.0)
+        elapsed = now - self.started
+        eta = f", ETA {elapsed * (1 - frac) / frac:.0f}s" if frac > 0 else ""
+        self.c.print(f"{self.label}: {done}/{self.total} ({100 * frac:.0f}%), {elapsed:.0f}s elapsed{eta}", highlight=False, markup=False, soft_wrap=True)
+
+    def end_task(self, status: str) -> None:
+        if self.label is None:
+            return
+        cell = not self.label.startswith("train ")
+        self.cells_done += cell
+        count = f" [cell {self.cells_done}/{self.cells_total}]" if cell and self.cells_total else ""
+        self.c.print(f"{self.label}: {status} ({time.perf_counter() - self.started:.1f}s){count}", highlight=False, markup=False, soft_wrap=True)
+        self.label = None
+
+
 @app.command()
 def run(
     suite: Path = typer.Argument(..., help="Suite YAML file"),
@@ -101,7 +152,7 @@ def run(
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Trained-model cache [default: $ROBENCH_CACHE, else ~/.cache/robench/models]"),
     retrain: bool = typer.Option(False, "--retrain", help="Ignore cached model weights and train again"),
     plugin: Optional[List[str]] = PluginOpt,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (bars on a terminal, plain lines in a log or pipe)"),
     leaderboard: bool = typer.Option(True, "--leaderboard/--no-leaderboard", help="Print the leaderboard at the end"),
     executor: str = typer.Option("local", "--executor", help="local (this process) or ray (Ray workers; needs the ray extra)"),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Ray: cells in flight at once [default: the cluster's CPUs]"),
@@ -137,8 +188,13 @@ def run(
                              plugins=tuple(plugin or ()))
         t0 = time.perf_counter()
         columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
-        with Progress(*columns, console=err_console, disable=quiet, transient=False) as progress:
-            summary = run_suite(resolved, reg, options, RichReporter(progress) if not quiet else None)
+        if quiet:
+            summary = run_suite(resolved, reg, options, None)
+        elif not err_console.is_terminal:  # a log file or a pipe: rich would draw nothing until the end
+            summary = run_suite(resolved, reg, options, LineReporter(err_console))
+        else:
+            with Progress(*columns, console=err_console, transient=False) as progress:
+                summary = run_suite(resolved, reg, options, RichReporter(progress))
         wall = time.perf_counter() - t0
     except RobenchError as exc:
         _fail(exc)

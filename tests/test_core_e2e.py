@@ -109,3 +109,14 @@ def test_publish_writes_markdown_json_and_plot(quickstart, tmp_path):
     png = (tmp_path / "lb" / "quickstart.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     assert "quickstart" in (tmp_path / "lb" / "README.md").read_text()
+
+
+def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(quickstart, tmp_path):
+    """In a log or a pipe rich draws no bars; the run must still say what it is doing."""
+    tmp, _, env = quickstart
+    proc = run_cli("run", REPO / "suites" / "quickstart.yaml", "--out", tmp_path / "run", "--no-leaderboard", env=env)
+    lines = proc.stderr.splitlines()
+    assert "\x1b[" not in proc.stderr  # no terminal control sequences in a log
+    assert any(line.endswith(": started") for line in lines)
+    assert any(line.endswith("[cell 16/16]") for line in lines), proc.stderr
+    assert any("clean accuracy" in line for line in lines)
