@@ -44,8 +44,23 @@ def test_one_vs_all_on_digits_beats_85_percent():
     m.fit(xtr, ytr, robench.Context(seed=0))
     s = m.scores(xte)
     assert s.shape == (len(xte), 10)
-    assert ((s >= 0) & (s <= 1)).all()  # shares of votes
+    share = (m.votes(xte).mean(2).T + 1) / 2  # each class's share of votes
+    assert ((s - share).abs() < 0.25 / m.params.votes + 1e-6).all()  # plus a tie-break below half a vote
     assert (s.argmax(1) == yte).float().mean() > 0.85
+
+
+def test_one_vs_all_ties_go_to_the_larger_margin_and_votes_come_first():
+    """With few votes most one-vs-all shares tie (often at zero); argmax alone would answer class 0."""
+    info = robench.DatasetInfo("toy", (2,), ("a", "b", "c"))
+    m = SCD01(SCD01.Params(votes=2), info)
+    weight = torch.tensor([[1.0, 0.0]]).repeat(3, 2, 1)  # (problems, votes, d): every vote reads x[0]
+    threshold = torch.tensor([[0.9, 0.9], [0.6, 0.6], [1.0, 0.5]])
+    m.load_state_dict({"weight": weight, "threshold": threshold, "train_error": torch.zeros(3, 2)})
+    x = torch.tensor([[0.2, 0.0], [0.55, 0.0]])
+    # x0 = 0.2: no vote is positive; mean margins a -0.7, b -0.4, c -0.55: the tie goes to b
+    # x0 = 0.55: c has one positive vote (mean margin -0.2), b none (mean margin -0.05): c wins
+    assert m.votes(x)[:, 0].eq(-1).all()
+    assert m.predict(x).tolist() == [1, 2]
 
 
 @pytest.mark.parametrize("cls", [SCD01, MLP01])

@@ -3,8 +3,8 @@
 Both are vote ensembles trained by :mod:`.scd`. A binary task is one ensemble (positive = class
 1); more classes train one ensemble per class (class c vs the rest, one-vs-all). Prediction is
 the majority vote; ``scores`` returns the vote margin (binary: ``[-m, m]`` with ``m`` the mean of
-the +-1 votes) or, for one-vs-all, each class's share of votes, so score-based attacks see the
-same quantity that decides.
+the +-1 votes) or, for one-vs-all, each class's share of votes plus a tie-break below one vote's
+worth (the mean output margin, squashed), so score-based attacks see the same quantity that decides.
 
 The models are not differentiable (sign units). ``surrogate()`` returns a differentiable
 stand-in in which every sign is replaced by ``tanh(sharpness * .)``; see docs/models-zero-one.md.
@@ -109,21 +109,34 @@ class _ZeroOne(robench.Model):
         self.to(ctx.device)
 
     # -- inference -------------------------------------------------------------------------
-    def votes(self, x: torch.Tensor) -> torch.Tensor:
-        """(problems, N, votes) of +-1."""
+    def margins(self, x: torch.Tensor) -> torch.Tensor:
+        """(problems, N, votes): each vote's output-node input minus its threshold (vote = its sign)."""
         raise NotImplementedError
 
-    def _combine(self, v: torch.Tensor) -> torch.Tensor:
+    def votes(self, x: torch.Tensor) -> torch.Tensor:
+        """(problems, N, votes) of +-1."""
+        return torch.where(self.margins(x) > 0, 1.0, -1.0)
+
+    def _combine(self, v: torch.Tensor, margin: torch.Tensor) -> torch.Tensor:
         m = v.mean(dim=2)  # (problems, N), in [-1, 1]
         if self.problems == 1:
             return torch.stack([-m[0], m[0]], dim=1)
-        return ((m + 1) / 2).T  # share of votes for each class
+        # One-vs-all: each class's share of votes. On a 1:9 sub-problem most votes say "not c",
+        # so shares often tie (all zero for most CIFAR-10 images with few votes, and argmax
+        # would then always pick class 0); the mean output margin breaks ties. It is scaled below
+        # half a vote, so it never overrules a difference in votes.
+        tie = torch.tanh(margin.mean(dim=2)) * (0.25 / v.shape[2])
+        return ((m + 1) / 2 + tie).T
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         if not self.state:
             raise RuntimeError(f"{type(self).__name__}: fit() or load_state_dict() first")
+        out = []
         with torch.no_grad():  # in chunks: MLP01 one-vs-all holds (classes, N, votes, hidden) signs
-            return torch.cat([self._combine(self.votes(xc.to(self.device))) for xc in x.split(1024)])
+            for xc in x.split(1024):
+                margin = self.margins(xc.to(self.device))
+                out.append(self._combine(torch.where(margin > 0, 1.0, -1.0), margin))
+        return torch.cat(out)
 
     # -- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -147,10 +160,9 @@ class SCD01(_ZeroOne):
     Params = SCD01Params
     _keys = ("weight", "threshold", "train_error")
 
-    def votes(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.features(x)
-        proj = torch.einsum("nd,pvd->pnv", f, self.state["weight"])
-        return torch.where(proj > self.state["threshold"][:, None, :], 1.0, -1.0)
+    def margins(self, x: torch.Tensor) -> torch.Tensor:
+        proj = torch.einsum("nd,pvd->pnv", self.features(x), self.state["weight"])
+        return proj - self.state["threshold"][:, None, :]
 
     def linear_weights(self) -> torch.Tensor:
         """(problems, d): the sum of the votes' unit-norm weights (the direction the sign attack uses)."""
@@ -176,9 +188,9 @@ class MLP01(_ZeroOne):
         proj = torch.einsum("nd,pvhd->pnvh", f, self.state["hidden_weight"])
         return torch.where(proj > self.state["hidden_threshold"][:, None], 1.0, -1.0)
 
-    def votes(self, x: torch.Tensor) -> torch.Tensor:
+    def margins(self, x: torch.Tensor) -> torch.Tensor:
         z = torch.einsum("pnvh,pvh->pnv", self.hidden_signs(x), self.state["out_weight"])
-        return torch.where(z > self.state["out_threshold"][:, None, :], 1.0, -1.0)
+        return z - self.state["out_threshold"][:, None, :]
 
     def surrogate(self) -> robench.Model:
         return Surrogate(self)
@@ -205,11 +217,10 @@ class Surrogate(robench.Model):
         f = m.features(x.to(m.device), sharpness=k)
         if isinstance(m, MLP01):
             hid = torch.tanh(k * (torch.einsum("nd,pvhd->pnvh", f, st["hidden_weight"]) - st["hidden_threshold"][:, None]))
-            z = torch.einsum("pnvh,pvh->pnv", hid, st["out_weight"])
-            v = torch.tanh(k * (z - st["out_threshold"][:, None, :]))
+            margin = torch.einsum("pnvh,pvh->pnv", hid, st["out_weight"]) - st["out_threshold"][:, None, :]
         else:
-            v = torch.tanh(k * (torch.einsum("nd,pvd->pnv", f, st["weight"]) - st["threshold"][:, None, :]))
-        return m._combine(v)
+            margin = torch.einsum("nd,pvd->pnv", f, st["weight"]) - st["threshold"][:, None, :]
+        return m._combine(torch.tanh(k * margin), margin)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()
