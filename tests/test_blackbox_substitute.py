@@ -9,7 +9,7 @@ from torch import nn
 import robench
 from robench.errors import UserInputError
 from robench.plugins import get_registry
-from robench_plugins.blackbox.substitute import Substitute, _balanced_indices
+from robench_plugins.blackbox.substitute import _TRAINED, Substitute, _balanced_indices
 from robench_plugins.datasets.digits import Digits
 
 @pytest.fixture(autouse=True, scope="module")
@@ -148,6 +148,7 @@ def test_deterministic_for_a_seed(target, digits):
     _, (x, y) = digits
     outs = []
     for _ in range(2):
+        _TRAINED.clear()  # train afresh each time (no shared substitute)
         ctx = robench.Context(seed=5, pool=x)
         outs.append(Substitute(fast_params(rounds=2)).run(target, x[:60], y[:60], eps=0.1, ctx=ctx))
     assert torch.equal(outs[0], outs[1])
@@ -190,3 +191,25 @@ def test_eps_is_required(target, digits):
     _, (x, y) = digits
     with pytest.raises(UserInputError, match="eps"):
         Substitute(fast_params()).run(target, x[:5], y[:5], eps=None, ctx=robench.Context())
+
+
+def test_cells_of_an_eps_sweep_share_the_substitute_each_would_train(target, digits):
+    _, (x, y) = digits
+    label_only = LabelOnlyTarget(target)
+    params = fast_params(rounds=3)
+    _TRAINED.clear()
+    ctx1 = robench.Context(seed=2, pool=x[:300])
+    Substitute(params).run(label_only, x[:80], y[:80], eps=0.1, ctx=ctx1)
+    calls_training = label_only.calls
+    ctx2 = robench.Context(seed=2, pool=x[:300])
+    shared = Substitute(params).run(label_only, x[:80], y[:80], eps=0.2, ctx=ctx2)
+    assert label_only.calls - calls_training == 1  # only the check of the crafted batch
+    assert ctx2.records["substitute_reused"] == 1
+    assert ctx2.records["label_match_rate"] == ctx1.records["label_match_rate"]
+    _TRAINED.clear()
+    fresh = Substitute(params).run(label_only, x[:80], y[:80], eps=0.2, ctx=robench.Context(seed=2, pool=x[:300]))
+    assert torch.equal(shared, fresh)
+    # another seed (or pool, or parameters) trains its own substitute
+    ctx3 = robench.Context(seed=3, pool=x[:300])
+    Substitute(params).run(label_only, x[:80], y[:80], eps=0.2, ctx=ctx3)
+    assert "substitute_reused" not in ctx3.records

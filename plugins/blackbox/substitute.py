@@ -13,6 +13,8 @@ the attack works on any model plugin, differentiable or not.
 
 from __future__ import annotations
 
+import hashlib
+import weakref
 from typing import Literal
 
 import torch
@@ -51,6 +53,20 @@ class SubstituteParams(robench.Params):
     query_chunk: int = Field(1024, ge=1, description="inputs per call when querying the target or the substitute")
 
 
+# Trained substitutes, per target model object. With record_rounds off, training does not depend
+# on eps (only on the target's decisions, the parameters, the seed and the pool), so the cells of an
+# eps sweep share one substitute, exactly the one each would have trained, instead of training one
+# each. Weak keys: a target that is gone frees its substitutes.
+_TRAINED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _target_object(model):
+    """The model behind the harness's wrappers (they are built anew per cell; the model is not)."""
+    while hasattr(model, "inner"):
+        model = model.inner
+    return model
+
+
 class Substitute(robench.Attack):
     """Label-only substitute attack; the substitute is trained once per cell and reused for every batch."""
 
@@ -71,7 +87,7 @@ class Substitute(robench.Attack):
             raise UserInputError("substitute is a bounded attack: it needs an eps")
         x, y = x.to(ctx.device), y.to(ctx.device)
         if self.net is None:
-            self._train(model, x, y if self.params.record_rounds else None, eps, ctx)
+            self._train_or_reuse(model, x, y, eps, ctx)
         x_adv = self._craft(x, y, eps)
         # Keep only what fools the target (one decision query per sample): rows equal to the input
         # mean "no adversarial", so the harness never counts a failed transfer as a rejection.
@@ -96,6 +112,35 @@ class Substitute(robench.Attack):
             net = substitute_cnn(info_shape, num_classes)
         return net.to(device)
 
+    def _train_or_reuse(self, model, x: torch.Tensor, y: torch.Tensor, eps: float, ctx) -> None:
+        p = self.params
+        pool = ctx.pool if ctx.pool is not None else x
+        key = (
+            p.model_dump_json(), ctx.seed, str(ctx.device), tuple(pool.shape),
+            hashlib.sha256(pool.detach().cpu().contiguous().numpy().tobytes()).hexdigest(),
+            eps if p.record_rounds else None,  # the per-round records are taken at the cell's eps
+        )
+        try:
+            shared = _TRAINED.setdefault(_target_object(model), {})
+        except TypeError:  # a target that cannot be weakly referenced: train for this cell only
+            shared = {}
+        if key in shared:
+            num_classes, state, records = shared[key]
+            with torch.random.fork_rng(devices=[]):
+                self.net = self._build(tuple(x.shape[1:]), num_classes, ctx.device)
+            self.net.load_state_dict(state)
+            self.net.eval()
+            for name, value in records.items():
+                ctx.record(name, value)
+            ctx.record("substitute_reused", 1)
+            return
+        before = set(ctx.records)
+        self._train(model, x, y if p.record_rounds else None, eps, ctx)
+        records = {k: v for k, v in ctx.records.items() if k not in before}
+        state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+        shared.clear()  # one substitute per target is enough for a suite's cells, and bounds memory
+        shared[key] = (self._num_classes, state, records)
+
     def _train(self, model, x: torch.Tensor, y: torch.Tensor | None, eps: float, ctx) -> None:
         p = self.params
         gen = ctx.generator(offset=7)
@@ -115,6 +160,7 @@ class Substitute(robench.Attack):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed + 7)
             self.net = self._build(tuple(x.shape[1:]), num_classes, ctx.device)
+        self._num_classes = num_classes
 
         if y is not None:
             ctx.record("round_00_target_acc", float((self._target_labels(model, x, ctx) == y).float().mean()))
