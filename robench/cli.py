@@ -138,7 +138,8 @@ class LineReporter:
         cell = not self.label.startswith("train ")
         self.cells_done += cell
         count = f" [cell {self.cells_done}/{self.cells_total}]" if cell and self.cells_total else ""
-        self.c.print(f"{self.label}: {status} ({time.perf_counter() - self.started:.1f}s){count}", highlight=False, markup=False, soft_wrap=True)
+        took = f" ({time.perf_counter() - self.started:.1f}s)" if cell else ""  # training's status names its time
+        self.c.print(f"{self.label}: {status}{took}{count}", highlight=False, markup=False, soft_wrap=True)
         self.label = None
 
 
