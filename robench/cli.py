@@ -104,11 +104,14 @@ class LineReporter:
         self.total = 1
         self.started = self.last = 0.0
 
-    def phase(self, text: str) -> None:
-        self.c.print(text, highlight=False, markup=False, soft_wrap=True)
+    def _say(self, text: str, markup: bool = False) -> None:
+        self.c.print(text, highlight=False, markup=markup, soft_wrap=True)  # one line, however long
 
-    def log(self, text: str) -> None:  # the runner's messages may carry rich markup ([red]...)
-        self.c.print(text, highlight=False, soft_wrap=True)
+    def phase(self, text: str) -> None:
+        self._say(text)
+
+    def log(self, text: str) -> None:
+        self._say(text, markup=True)  # the runner's messages may carry rich markup ([red]...)
 
     def start_cells(self, total: int) -> None:
         self.cells_total = total
@@ -116,7 +119,7 @@ class LineReporter:
     def start_task(self, label: str, total: int) -> None:
         self.label, self.total = label, max(total, 1)
         self.started = self.last = time.perf_counter()
-        self.c.print(f"{label}: started", highlight=False, markup=False, soft_wrap=True)
+        self._say(f"{label}: started")
 
     def advance_task(self, done: int, total: int | None = None) -> None:
         if self.label is None:
@@ -130,7 +133,7 @@ class LineReporter:
         frac = min(done / self.total, 1.0)
         elapsed = now - self.started
         eta = f", ETA {elapsed * (1 - frac) / frac:.0f}s" if frac > 0 else ""
-        self.c.print(f"{self.label}: {done}/{self.total} ({100 * frac:.0f}%), {elapsed:.0f}s elapsed{eta}", highlight=False, markup=False, soft_wrap=True)
+        self._say(f"{self.label}: {done}/{self.total} ({100 * frac:.0f}%), {elapsed:.0f}s elapsed{eta}")
 
     def end_task(self, status: str) -> None:
         if self.label is None:
@@ -139,7 +142,7 @@ class LineReporter:
         self.cells_done += cell
         count = f" [cell {self.cells_done}/{self.cells_total}]" if cell and self.cells_total else ""
         took = f" ({time.perf_counter() - self.started:.1f}s)" if cell else ""  # training's status names its time
-        self.c.print(f"{self.label}: {status}{took}{count}", highlight=False, markup=False, soft_wrap=True)
+        self._say(f"{self.label}: {status}{took}{count}")
         self.label = None
 
 
