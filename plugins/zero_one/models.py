@@ -113,9 +113,13 @@ class _ZeroOne(robench.Model):
         """(problems, N, votes): each vote's output-node input minus its threshold (vote = its sign)."""
         raise NotImplementedError
 
+    @staticmethod
+    def _signs(margin: torch.Tensor) -> torch.Tensor:
+        return torch.where(margin > 0, 1.0, -1.0)
+
     def votes(self, x: torch.Tensor) -> torch.Tensor:
         """(problems, N, votes) of +-1."""
-        return torch.where(self.margins(x) > 0, 1.0, -1.0)
+        return self._signs(self.margins(x))
 
     def _combine(self, v: torch.Tensor, margin: torch.Tensor) -> torch.Tensor:
         m = v.mean(dim=2)  # (problems, N), in [-1, 1]
@@ -135,7 +139,7 @@ class _ZeroOne(robench.Model):
         with torch.no_grad():  # in chunks: MLP01 one-vs-all holds (classes, N, votes, hidden) signs
             for xc in x.split(1024):
                 margin = self.margins(xc.to(self.device))
-                out.append(self._combine(torch.where(margin > 0, 1.0, -1.0), margin))
+                out.append(self._combine(self._signs(margin), margin))
         return torch.cat(out)
 
     # -- checkpoints -----------------------------------------------------------------------
