@@ -8,12 +8,13 @@ PIP    := $(PY) -m pip
 TORCH  ?= torch==2.13.0
 export ROBENCH_DATA ?= $(abspath ../shared/data)
 
-.PHONY: demo test docs install install-all clean help
+.PHONY: demo test docs install install-all install-bench clean help
 
 help:
 	@echo "make demo   set up .venv and run the quick-start suite on embedded data, print the leaderboard"
 	@echo "make test   set up .venv with all extras and run the test suite"
 	@echo "make docs   regenerate the references and build the documentation site into build/site"
+	@echo "make install-bench   add the benchmark-only comparison libraries (adv-lib) to .venv"
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -31,6 +32,13 @@ $(VENV)/.installed-all: pyproject.toml | $(VENV)/bin/python
 
 install: $(VENV)/.installed
 install-all: $(VENV)/.installed-all
+
+# Benchmark-only: adv-lib, the reference PDPGD/PDGD/FMN of benchmarks/bench_pdpgd.py. --no-deps
+# because its requirements pull torchvision (a CUDA build) and visdom (an sdist that no longer
+# builds); the benchmark imports only the two attack modules and needs neither.
+install-bench: $(VENV)/.installed-all
+	$(PIP) install --quiet --no-deps adv-lib==0.2.8
+	$(PIP) install --quiet tqdm
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/robench run suites/quickstart.yaml

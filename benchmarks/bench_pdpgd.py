@@ -6,11 +6,14 @@ rule, L0 counted in pixels). Reported per norm and attack: success rate, mean an
 verified adversarials, and seconds per sample (wall clock, all attacks run one after the other in
 this process, so the ratios are comparable even when the machine is busy).
 
-Needs the benchmark-only extra adv-lib 0.2.8 (``pip install adv-lib==0.2.8 --no-deps`` plus
-``visdom``, ``tqdm``): its ``adv_lib.attacks`` package imports torchvision at import time, so we
-register an empty package and import the two attack modules directly.
+Needs the benchmark-only extra adv-lib 0.2.8 (``make install-bench``: ``adv-lib==0.2.8 --no-deps``
+plus ``tqdm``): its ``adv_lib.attacks`` package imports torchvision at import time, so we register
+an empty package and import the two attack modules directly; they import ``visdom`` only for the
+optional live-plot callback we never pass, so a missing visdom is replaced by an empty module.
 
     .venv/bin/python benchmarks/bench_pdpgd.py --dataset cifar10 --arch lenet --epochs 3 --n 100
+    .venv/bin/python benchmarks/bench_pdpgd.py --arch vgg --width 32 --epochs 30 \
+        --weights .robench/cache/<key of cifar_l0's vgg-plain>/weights.safetensors --n 50
 
 Writes a JSON file and prints a markdown table (paste it into docs/benchmarks/pdpgd.md).
 """
@@ -42,6 +45,12 @@ def import_adv_lib():
     """adv-lib's attack functions without its package __init__ (which pulls in torchvision)."""
     import adv_lib
 
+    try:
+        import visdom  # noqa: F401
+    except ImportError:  # only adv-lib's optional VisdomLogger uses it; no callback is passed here
+        stub = types.ModuleType("visdom")
+        stub.Visdom = None
+        sys.modules["visdom"] = stub
     if "adv_lib.attacks" not in sys.modules:
         pkg = types.ModuleType("adv_lib.attacks")
         pkg.__path__ = [str(Path(adv_lib.__file__).parent / "attacks")]
@@ -52,15 +61,18 @@ def import_adv_lib():
     return pdpgd, pdgd, fmn
 
 
-def get_model(dataset: str, arch: str, epochs: int, registry) -> robench.Model:
-    """Train (or load from the cache) a ``cnn`` plugin model on the dataset's training split."""
+def get_model(dataset: str, arch: str, epochs: int, width: int | None, weights: Path | None, registry) -> robench.Model:
+    """Train (or load from the cache, or from ``weights``) a ``cnn`` plugin model on the dataset's training split."""
     from safetensors.torch import load_file, save_file
 
     ds_cls = registry.get("dataset", dataset).factory
     ds = ds_cls(ds_cls.Params())
     model_cls = registry.get("model", "cnn").factory
-    model = model_cls(model_cls.Params(arch=arch, epochs=epochs), ds.info())
-    path = CACHE / f"{dataset}-{arch}-e{epochs}.safetensors"
+    params = {"arch": arch, "epochs": epochs} | ({"width": width} if width else {})
+    model = model_cls(model_cls.Params(**params), ds.info())
+    path = weights or CACHE / f"{dataset}-{arch}-w{width or 'default'}-e{epochs}.safetensors"
+    if weights is not None and not weights.exists():
+        raise SystemExit(f"--weights {weights}: no such file")
     if path.exists():
         model.load_state_dict(load_file(path))
     else:
@@ -131,6 +143,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dataset", default="cifar10")
     ap.add_argument("--arch", default="lenet")
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--width", type=int, help="cnn plugin width (default: the plugin's)")
+    ap.add_argument(
+        "--weights",
+        type=Path,
+        help="load these safetensors weights instead of training, e.g. a suite model's "
+        ".robench/cache/<key>/weights.safetensors (its config.json must match --arch/--width/--epochs)",
+    )
     ap.add_argument("--n", type=int, default=100, help="correctly classified test images to attack")
     ap.add_argument("--norms", nargs="+", default=["L0", "L1", "L2", "Linf"])
     ap.add_argument("--steps", type=int, default=500, help="iterations of PDPGD / PDGD / FMN (all)")
@@ -143,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
 
     registry = load_registry()
-    model = get_model(args.dataset, args.arch, args.epochs, registry)
+    model = get_model(args.dataset, args.arch, args.epochs, args.width, args.weights, registry)
     x, y, acc = eval_images(args.dataset, model, args.n, registry)
     print(f"{args.dataset} {args.arch}: clean accuracy {acc:.3f} on the first 1000 test images; attacking {len(x)}")
     results = []
@@ -185,6 +204,8 @@ def meta(args, acc: float, n: int) -> dict:
         "dataset": args.dataset,
         "arch": args.arch,
         "epochs": args.epochs,
+        "width": args.width,
+        "weights": str(args.weights) if args.weights else None,
         "clean_accuracy_first_1000": acc,
         "images": n,
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads",

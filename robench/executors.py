@@ -174,6 +174,8 @@ class RayExecutor(Executor):
                     j = fl.job
                     gen = task.remote(setup_ref, j, data_ref, states[j.model], states[j.source] if j.source else None)
                     running[gen] = fl
+                    # Ray cells report only when a batch comes back: say what is in flight meanwhile
+                    runner.rep.log(f"{j.label}: running on a Ray worker ({fl.completed}/{len(data.x)} samples stored)")
                 ready, _ = ray.wait(list(running), num_returns=1)
                 gen = ready[0]
                 fl = running[gen]
@@ -207,6 +209,8 @@ class RayExecutor(Executor):
                     store.write_samples(fl.job.key, rows, records=records or None)
                     fl.completed += len(rows)
                     fl.records = records
+                    if fl.completed < len(data.x):
+                        runner.rep.log(f"{fl.job.label}: {fl.completed}/{len(data.x)} samples stored")
                 elif kind == "done":
                     runner.cell_done(store, summary, fl.job, fl.records)
                     _report(runner, fl.job.label, "done" + (f" (after {len(fl.crashes)} worker crash(es))" if fl.crashes else ""))

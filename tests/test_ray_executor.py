@@ -109,6 +109,9 @@ def test_worker_killed_mid_cell_is_retried_and_results_equal_local(cluster, tmp_
     assert summary.ok, summary.cells_failed
     assert flag.exists(), "no worker died: the fault was not injected"
     assert any("worker died" in line for line in rep.lines)
+    # what is in flight is visible before a cell ends: dispatch and every stored batch
+    assert "lsq / pgd @ L2 0.5: running on a Ray worker (0/40 samples stored)" in rep.lines
+    assert "lsq / pgd @ L2 0.5: 10/40 samples stored" in rep.lines
     a, b = snapshot(tmp_path / "local" / "results.sqlite"), snapshot(tmp_path / "ray" / "results.sqlite")
     assert a[2] == b[2] == 0
     assert len(b[0]) == 6 * 40
