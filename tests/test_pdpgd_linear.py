@@ -75,6 +75,23 @@ def test_finds_the_known_minimal_perturbation(cls, norm):
         assert float(ratio.max()) <= 1.25, f"{cls.__name__} {norm}: worst ratio {float(ratio.max()):.4f}"
 
 
+@pytest.mark.parametrize("norm", ["Linf", "L1"])
+def test_decaying_dual_step_still_finds_the_minimum_and_changes_the_run(norm):
+    """dual_lr_final < 1 (adv-lib's schedule) is a different run that reaches the same closed form."""
+    model = _binary_model()
+    x, y = _interior_points(model, 24)
+    exact = minimal_perturbation(model, x, y, norm)
+    runs = {}
+    for final in (1.0, 0.1):
+        atk, ctx = _attack(PDPGD, norm=norm, steps=300, dual_lr_final=final)
+        runs[final] = atk.run(model, x, y, eps=None, ctx=ctx)
+        verdict = verify(model, x, y, runs[final], model.predict(x), atk.norm)
+        assert verdict.success.all() and not verdict.rejected.any()
+        ratio = verdict.norms[Norm(norm)] / exact
+        assert (ratio >= 1 - 1e-4).all() and float(ratio.mean()) <= 1.03, (final, float(ratio.mean()))
+    assert not torch.equal(runs[1.0], runs[0.1]), "dual_lr_final did not reach the dual update"
+
+
 def test_multiclass_linear_model():
     g = torch.Generator().manual_seed(3)
     model = LinearModel(torch.randn(5, 64, generator=g), torch.zeros(5), (1, 8, 8))

@@ -31,6 +31,11 @@ class _CommonParams(robench.Params):
     )
     lr_final: float = Field(0.01, gt=0, le=1, description="the learning rate decays linearly to lr * lr_final")
     dual_lr: float = Field(0.1, gt=0, description="step of the gradient ascent on log(lambda)")
+    dual_lr_final: float = Field(
+        1.0, gt=0, le=1,
+        description="the dual step decays linearly to dual_lr * dual_lr_final (1: constant, as in the thesis; "
+        "adv-lib's port decays it to 0.1)",
+    )
     dual_ema: float = Field(0.9, ge=0, lt=1, description="exponential moving average of the dual variables")
     lambda_init: float = Field(0.01, gt=0, description="initial weight of the norm relative to the constraint")
     restarts: int = Field(
@@ -89,6 +94,7 @@ class _PDBase(robench.Attack):
             lrs=tuple(float(v) for v in lrs),
             lr_final=p.lr_final,
             dual_lr=p.dual_lr,
+            dual_lr_final=p.dual_lr_final,
             dual_ema=p.dual_ema,
             lambda_init=p.lambda_init,
             restarts=p.restarts,

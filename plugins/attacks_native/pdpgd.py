@@ -38,6 +38,7 @@ class PDConfig:
     lrs: tuple[float, ...] = (0.1,)
     lr_final: float = 0.01
     dual_lr: float = 0.1
+    dual_lr_final: float = 1.0  # the dual step decays linearly to dual_lr * dual_lr_final (1: constant)
     dual_ema: float = 0.9
     lambda_init: float = 0.01
     lambda_bound: float = 1e6  # lambda is kept in [1 / bound, bound]
@@ -163,7 +164,8 @@ def _run(
             else:
                 r = torch.max(torch.min(prox(cfg.norm, z, tau, w), hi), lo)
         # dual ascent in the log domain: more weight on the norm once adversarial, less before
-        rho = (rho + cfg.dual_lr * torch.where(adv, 1.0, -1.0)).clamp(-log_bound, log_bound)
+        dual_step = cfg.dual_lr * (1 - (1 - cfg.dual_lr_final) * k / max(steps - 1, 1))
+        rho = (rho + dual_step * torch.where(adv, 1.0, -1.0)).clamp(-log_bound, log_bound)
         w_norm = cfg.dual_ema * w_norm + (1 - cfg.dual_ema) * torch.sigmoid(rho)
         w_cons = cfg.dual_ema * w_cons + (1 - cfg.dual_ema) * torch.sigmoid(-rho)
         tick()
