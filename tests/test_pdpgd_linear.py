@@ -92,6 +92,23 @@ def test_decaying_dual_step_still_finds_the_minimum_and_changes_the_run(norm):
     assert not torch.equal(runs[1.0], runs[0.1]), "dual_lr_final did not reach the dual update"
 
 
+@pytest.mark.parametrize("norm", ["L1", "Linf"])
+def test_floored_metric_still_finds_the_minimum_and_changes_the_run(norm):
+    """metric_floor > 0 changes the prox's metric (a different run) and keeps the closed-form answer."""
+    model = _binary_model()
+    x, y = _interior_points(model, 24)
+    exact = minimal_perturbation(model, x, y, norm)
+    runs = {}
+    for floor in (0.0, 0.2):
+        atk, ctx = _attack(PDPGD, norm=norm, steps=300, metric_floor=floor)
+        runs[floor] = atk.run(model, x, y, eps=None, ctx=ctx)
+        verdict = verify(model, x, y, runs[floor], model.predict(x), atk.norm)
+        assert verdict.success.all() and not verdict.rejected.any()
+        ratio = verdict.norms[Norm(norm)] / exact
+        assert (ratio >= 1 - 1e-4).all() and float(ratio.mean()) <= 1.03, (floor, float(ratio.mean()))
+    assert not torch.equal(runs[0.0], runs[0.2]), "metric_floor did not reach the prox"
+
+
 def test_multiclass_linear_model():
     g = torch.Generator().manual_seed(3)
     model = LinearModel(torch.randn(5, 64, generator=g), torch.zeros(5), (1, 8, 8))

@@ -71,6 +71,12 @@ class PDPGDParams(_CommonParams):
         True, description="L0 only: grouped hard threshold that counts a pixel once whatever its channels do"
     )
     precondition: bool = Field(True, description="apply the prox in Adam's second-moment metric")
+    metric_floor: float = Field(
+        0.0, ge=0, le=1,
+        description="floor Adam's metric at this fraction of its per-sample maximum before the prox, so no "
+        "coordinate's threshold exceeds 1/floor times the smallest (0: the exact metric; 0.2 is close to "
+        "adv-lib's 5 proximal sub-iterations)",
+    )
 
 
 class PDGDParams(_CommonParams):
@@ -101,6 +107,7 @@ class _PDBase(robench.Attack):
             init_range=p.init_range,
             grouped=getattr(p, "grouped", True),
             precondition=getattr(p, "precondition", True),
+            metric_floor=getattr(p, "metric_floor", 0.0),
             finetune_steps=p.finetune_steps,
             finetune_lr=p.finetune_lr,
             refine=p.refine,

@@ -46,6 +46,7 @@ class PDConfig:
     init_range: float = 0.25
     grouped: bool = True
     precondition: bool = True
+    metric_floor: float = 0.0  # Adam's metric is floored at this fraction of its per-sample maximum
     finetune_steps: int = 0
     finetune_lr: float = 0.1
     refine: bool = False
@@ -159,6 +160,10 @@ def _run(
         else:
             tau = t * lam
             w = d if cfg.precondition else None
+            if w is not None and cfg.metric_floor > 0:
+                # bounds each coordinate's threshold at 1/floor times the smallest one
+                top = w.flatten(1).amax(1).reshape(-1, *([1] * (w.dim() - 1)))
+                w = torch.maximum(w, cfg.metric_floor * top)
             if cfg.norm == "L0":
                 r = prox_l0(z, tau, w, grouped=cfg.grouped and x.dim() >= 3, lo=lo, hi=hi)
             else:
