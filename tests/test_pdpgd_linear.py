@@ -76,37 +76,24 @@ def test_finds_the_known_minimal_perturbation(cls, norm):
 
 
 @pytest.mark.parametrize("norm", ["Linf", "L1"])
-def test_decaying_dual_step_still_finds_the_minimum_and_changes_the_run(norm):
-    """dual_lr_final < 1 (adv-lib's schedule) is a different run that reaches the same closed form."""
+@pytest.mark.parametrize(
+    "param,default,other",
+    [("dual_lr_final", 1.0, 0.1), ("metric_floor", 0.0, 0.2)],  # adv-lib's dual schedule; a floored prox metric
+)
+def test_schedule_options_change_the_run_and_keep_the_minimum(norm, param, default, other):
+    """Each option reaches the algorithm (a different run) and still finds the closed-form minimum."""
     model = _binary_model()
     x, y = _interior_points(model, 24)
     exact = minimal_perturbation(model, x, y, norm)
     runs = {}
-    for final in (1.0, 0.1):
-        atk, ctx = _attack(PDPGD, norm=norm, steps=300, dual_lr_final=final)
-        runs[final] = atk.run(model, x, y, eps=None, ctx=ctx)
-        verdict = verify(model, x, y, runs[final], model.predict(x), atk.norm)
+    for value in (default, other):
+        atk, ctx = _attack(PDPGD, norm=norm, steps=300, **{param: value})
+        runs[value] = atk.run(model, x, y, eps=None, ctx=ctx)
+        verdict = verify(model, x, y, runs[value], model.predict(x), atk.norm)
         assert verdict.success.all() and not verdict.rejected.any()
         ratio = verdict.norms[Norm(norm)] / exact
-        assert (ratio >= 1 - 1e-4).all() and float(ratio.mean()) <= 1.03, (final, float(ratio.mean()))
-    assert not torch.equal(runs[1.0], runs[0.1]), "dual_lr_final did not reach the dual update"
-
-
-@pytest.mark.parametrize("norm", ["L1", "Linf"])
-def test_floored_metric_still_finds_the_minimum_and_changes_the_run(norm):
-    """metric_floor > 0 changes the prox's metric (a different run) and keeps the closed-form answer."""
-    model = _binary_model()
-    x, y = _interior_points(model, 24)
-    exact = minimal_perturbation(model, x, y, norm)
-    runs = {}
-    for floor in (0.0, 0.2):
-        atk, ctx = _attack(PDPGD, norm=norm, steps=300, metric_floor=floor)
-        runs[floor] = atk.run(model, x, y, eps=None, ctx=ctx)
-        verdict = verify(model, x, y, runs[floor], model.predict(x), atk.norm)
-        assert verdict.success.all() and not verdict.rejected.any()
-        ratio = verdict.norms[Norm(norm)] / exact
-        assert (ratio >= 1 - 1e-4).all() and float(ratio.mean()) <= 1.03, (floor, float(ratio.mean()))
-    assert not torch.equal(runs[0.0], runs[0.2]), "metric_floor did not reach the prox"
+        assert (ratio >= 1 - 1e-4).all() and float(ratio.mean()) <= 1.03, (param, value, float(ratio.mean()))
+    assert not torch.equal(runs[default], runs[other]), f"{param} did not reach the algorithm"
 
 
 def test_multiclass_linear_model():
