@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .prox import prox, prox_l0
+from .prox import _col, prox, prox_l0
 
 ScoresFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -107,6 +107,11 @@ class _Best:
         self.lr[better] = lr
 
 
+def _linear_decay(start: float, final_fraction: float, k: int, steps: int) -> float:
+    """Step ``k`` of ``steps`` on a line from ``start`` down to ``start * final_fraction``."""
+    return start * (1 - (1 - final_fraction) * k / max(steps - 1, 1))
+
+
 def _run(
     f: ScoresFn,
     x: torch.Tensor,
@@ -153,7 +158,7 @@ def _run(
         exp_avg_sq.mul_(b2).addcmul_(g, g, value=1 - b2)
         bc1, bc2 = 1 - b1 ** (k + 1), 1 - b2 ** (k + 1)
         d = (exp_avg_sq / bc2).sqrt_().add_(cfg.adam_eps)
-        t = lr * (1 - (1 - cfg.lr_final) * k / max(steps - 1, 1))
+        t = _linear_decay(lr, cfg.lr_final, k, steps)
         z = r - t * (exp_avg / bc1) / d
         if cfg.smooth:
             r = torch.max(torch.min(z, hi), lo)
@@ -162,14 +167,14 @@ def _run(
             w = d if cfg.precondition else None
             if w is not None and cfg.metric_floor > 0:
                 # bounds each coordinate's threshold at 1/floor times the smallest one
-                top = w.flatten(1).amax(1).reshape(-1, *([1] * (w.dim() - 1)))
-                w = torch.maximum(w, cfg.metric_floor * top)
+                # bounds each coordinate's threshold at 1/floor times the smallest one
+                w = torch.maximum(w, cfg.metric_floor * _col(w.flatten(1).amax(1), w))
             if cfg.norm == "L0":
                 r = prox_l0(z, tau, w, grouped=cfg.grouped and x.dim() >= 3, lo=lo, hi=hi)
             else:
                 r = torch.max(torch.min(prox(cfg.norm, z, tau, w), hi), lo)
         # dual ascent in the log domain: more weight on the norm once adversarial, less before
-        dual_step = cfg.dual_lr * (1 - (1 - cfg.dual_lr_final) * k / max(steps - 1, 1))
+        dual_step = _linear_decay(cfg.dual_lr, cfg.dual_lr_final, k, steps)
         rho = (rho + dual_step * torch.where(adv, 1.0, -1.0)).clamp(-log_bound, log_bound)
         w_norm = cfg.dual_ema * w_norm + (1 - cfg.dual_ema) * torch.sigmoid(rho)
         w_cons = cfg.dual_ema * w_cons + (1 - cfg.dual_ema) * torch.sigmoid(-rho)
