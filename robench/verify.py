@@ -10,8 +10,8 @@ Rules, applied to every attack alike:
 3. Rejected (and counted) when any value lies outside [0, 1], when the model does not misclassify
    it, or, for bounded attacks, when its norm exceeds eps by more than ``eps * REL_TOL + ABS_TOL``
    (L0: none — pixels are counted exactly).
-4. Norms are recomputed here in float64: L0 counts pixels (a pixel is changed if any channel is),
-   L1 / L2 / Linf over all values.
+4. Norms are recomputed here in float64 with :mod:`robench.norms`: L0 counts pixels (a pixel is
+   changed if any channel is), L1 / L2 / Linf over all values.
 """
 
 from __future__ import annotations
@@ -21,26 +21,11 @@ from dataclasses import dataclass
 import torch
 
 from .api import Model, Norm
+from .norms import per_sample, perturbation_norms
 
 RESIDUE = 1e-6
 REL_TOL = 1e-5
 ABS_TOL = 1e-6
-
-NORMS = (Norm.L0, Norm.L1, Norm.L2, Norm.Linf)
-
-
-def perturbation_norms(delta: torch.Tensor) -> dict[Norm, torch.Tensor]:
-    """Per-sample L0 (pixels), L1, L2, Linf of an (N, C, H, W) or (N, D) perturbation."""
-    d = delta.detach().double()
-    flat = d.flatten(1)
-    changed = (d != 0).any(dim=1).flatten(1) if d.dim() == 4 else (flat != 0)
-    return {
-        Norm.L0: changed.sum(1).double(),
-        Norm.L1: flat.abs().sum(1),
-        Norm.L2: flat.norm(dim=1),
-        Norm.Linf: flat.abs().amax(1) if flat.shape[1] else torch.zeros(len(flat), dtype=torch.float64),
-    }
-
 
 def within_eps(value: torch.Tensor, eps: float, norm: Norm) -> torch.Tensor:
     """The tolerance rule shared by verification and metrics."""
@@ -84,7 +69,7 @@ def verify(
     n = len(x)
     clean_wrong = clean_pred != y
     nan_rows = torch.isnan(adv.flatten(1)).any(1)
-    adv = torch.where(nan_rows.view(-1, *[1] * (x.dim() - 1)), x, adv)
+    adv = torch.where(per_sample(nan_rows, x), x, adv)
     unchanged = (adv == x).flatten(1).all(1)
     claimed = ~nan_rows & ~unchanged & ~clean_wrong
 
@@ -108,14 +93,14 @@ def verify(
         pred_raw = _predict(model, raw.to(model.device))
         ok_clean = pred_clean != y[idx]
         ok_raw = pred_raw != y[idx]
-        kept[idx] = torch.where(ok_clean.view(-1, *[1] * (x.dim() - 1)), cleaned, raw)
+        kept[idx] = torch.where(per_sample(ok_clean, x), cleaned, raw)
         ok = ok_clean | ok_raw
         success[idx] = ok
         for j, i in enumerate(idx.tolist()):
             if not ok[j]:
                 rejected[i] = True
                 reasons[i] = f"not misclassified (model predicts the true class {int(y[i])})"
-    kept = torch.where(success.view(-1, *[1] * (x.dim() - 1)), kept, x)
+    kept = torch.where(per_sample(success, x), kept, x)
     kept[clean_wrong] = x[clean_wrong]
     norms = perturbation_norms(kept - x)
 

@@ -12,7 +12,7 @@ from robench.api import Context, Norm
 from robench.errors import UserInputError
 from robench.testing import LinearModel
 from robench_plugins import attacks_art as artp
-from robench_plugins.attacks_foolbox.support import lp_norms
+from robench.norms import lp_norm
 from test_adapters_support import CountingRows, binary_linear, check_result, correct_batch, sign_vote_model, tiny_mlp
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -71,7 +71,7 @@ def test_jsma_keeps_the_smallest_over_all_targets_and_thetas():
             res = torch.from_numpy(SaliencyMapMethod(clf, theta=theta, gamma=1.0, verbose=False).generate(
                 x.numpy(), artp.adapters.one_hot(t, 10)))
             hit = (model.predict(res) != y) & (t != y)
-            single = lp_norms(res - x, Norm.L0)
+            single = lp_norm(res - x, Norm.L0)
             assert (v.norms[Norm.L0][hit] <= single[hit]).all()
 
 
@@ -101,7 +101,7 @@ def test_multichannel_inputs_keep_nchw_and_count_l0_in_pixels():
     adv = artp.ARTPixel(artp.ARTPixel.Params(pixels=2, max_iter=10)).run(model, x, y, eps=None, ctx=Context())
     ok = ~torch.isnan(adv.flatten(1)).any(1)
     assert ok.any()
-    assert (lp_norms(adv[ok] - x[ok], Norm.L0) <= 2).all()  # at most 2 pixels, whatever the channels
+    assert (lp_norm(adv[ok] - x[ok], Norm.L0) <= 2).all()  # at most 2 pixels, whatever the channels
     adv = artp.ARTCWL2(artp.ARTCWL2.Params(max_iter=10, binary_search_steps=3, initial_const=1.0)).run(
         model, x, y, eps=None, ctx=Context())
     check_result(model, x, y, adv, "L2", min_success=2)

@@ -13,12 +13,12 @@ import torch
 import robench
 from robench.api import Context, DatasetInfo, NoParams, Norm
 from robench.testing import LinearModel
+from robench.norms import lp_norm
 from robench.verify import verify
 from robench_plugins.attacks_foolbox.support import (
     Oracle,
     QueryBudgetExhausted,
     keep_adversarial,
-    lp_norms,
     merge_best,
     seeded,
     starting_points,
@@ -145,9 +145,9 @@ def test_l0_counts_pixels_not_channels():
     d = torch.zeros(1, 3, 2, 2)
     d[0, :, 0, 0] = 0.5  # one pixel, three channels
     d[0, 1, 1, 1] = -0.1  # a second pixel, one channel
-    assert lp_norms(d, Norm.L0).item() == 2
-    assert lp_norms(d, Norm.L1).item() == pytest.approx(1.6)
-    assert lp_norms(d, Norm.Linf).item() == pytest.approx(0.5)
+    assert lp_norm(d, Norm.L0).item() == 2
+    assert lp_norm(d, Norm.L1).item() == pytest.approx(1.6)
+    assert lp_norm(d, Norm.Linf).item() == pytest.approx(0.5)
 
 
 def test_seeded_is_reproducible_and_restores_global_state():
@@ -189,7 +189,7 @@ def test_keep_adversarial_resets_float_residue_for_l0():
     residue = adv + 1e-8 * torch.sign(torch.randn_like(adv))
     out = keep_adversarial(model, x[:1], y[:1], residue[None].clamp(0, 1), Norm.L0)
     assert not torch.isnan(out).any()
-    assert lp_norms(out - x[:1], Norm.L0).item() == lp_norms(adv[None] - x[:1], Norm.L0).item()
+    assert lp_norm(out - x[:1], Norm.L0).item() == lp_norm(adv[None] - x[:1], Norm.L0).item()
 
 
 def test_merge_best_takes_smaller_norm_and_ignores_nan():
@@ -229,8 +229,8 @@ def test_starting_points_are_adversarial_and_close_to_the_boundary():
     pred = model.predict(x)
     for i in range(len(x)):
         others = x[pred != y[i]]
-        nearest = lp_norms(others - x[i : i + 1], Norm.L2).min()
-        assert lp_norms(starts[i : i + 1] - x[i : i + 1], Norm.L2).item() <= nearest.item() + 1e-6
+        nearest = lp_norm(others - x[i : i + 1], Norm.L2).min()
+        assert lp_norm(starts[i : i + 1] - x[i : i + 1], Norm.L2).item() <= nearest.item() + 1e-6
 
 
 def test_starting_points_fall_back_to_noise_for_a_lone_sample():

@@ -10,7 +10,8 @@ import torch
 from robench import Norm
 from robench.metrics import wilson
 from robench.testing import LinearModel, minimal_perturbation
-from robench.verify import perturbation_norms, verify
+from robench.norms import perturbation_norms
+from robench.verify import verify
 
 
 def two_class_model():

@@ -9,7 +9,8 @@ from pydantic import ValidationError
 from robench.api import Context, Norm
 from robench.testing import LinearModel, _min_to_target, minimal_perturbation
 from robench_plugins.attacks_fab import FAB, robench_attacks
-from robench_plugins.attacks_fab.fab import norms, project_hyperplane
+from robench.norms import lp_norm
+from robench_plugins.attacks_fab.fab import project_hyperplane
 from test_adapters_support import SignVotes, check_result, correct_batch, sign_vote_model, tiny_mlp
 
 
@@ -24,7 +25,7 @@ def test_projection_is_the_exact_box_constrained_minimum(norm):
     z = x + d
     assert ((z >= -1e-12) & (z <= 1 + 1e-12)).all()
     assert (d[:, 0] == 0).all()
-    got = norms(d, Norm(norm))
+    got = lp_norm(d, Norm(norm))
     for i in range(len(x)):
         c = float(b[i] - w[i] @ x[i])
         a = w[i] * (1 if c > 0 else -1)  # a . d >= |c|, the testing module's form

@@ -8,7 +8,8 @@ import torch
 import robench
 from robench import Norm
 from robench.testing import LinearModel, minimal_perturbation
-from robench.verify import perturbation_norms, verify
+from robench.norms import perturbation_norms
+from robench.verify import verify
 from robench_plugins.attacks_native import PDGD, PDPGD
 
 @pytest.fixture(autouse=True, scope="module")

@@ -33,6 +33,7 @@ import torch
 from pydantic import Field
 
 import robench
+from robench.norms import per_sample
 from robench.api import Norm, ScoresModule
 from robench.errors import UserInputError
 from robench_plugins.attacks_foolbox.support import (
@@ -86,7 +87,7 @@ def project_ball(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: Norm) -
     elif norm in (Norm.L2, Norm.L1):
         n = d.flatten(1).norm(p=2 if norm == Norm.L2 else 1, dim=1)
         scale = torch.where(n > eps, eps / n.clamp_min(1e-30), torch.ones_like(n))
-        d = d * scale.view(-1, *[1] * (x.dim() - 1))
+        d = d * per_sample(scale, x)
     return (x + d).clamp(0, 1)
 
 

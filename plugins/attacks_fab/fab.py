@@ -21,20 +21,8 @@ import math
 
 import torch
 
-from robench.api import Norm
-
-
-def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *[1] * (like.dim() - 1))
-
-
-def norms(d: torch.Tensor, norm: Norm) -> torch.Tensor:
-    flat = d.flatten(1)
-    if norm == Norm.L1:
-        return flat.abs().sum(1)
-    if norm == Norm.L2:
-        return flat.norm(dim=1)
-    return flat.abs().amax(1)
+from robench import Norm
+from robench.norms import lp_norm, per_sample
 
 
 def project_hyperplane(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, norm: Norm) -> torch.Tensor:
@@ -109,8 +97,8 @@ def _random_start(x0: torch.Tensor, radius: torch.Tensor, norm: Norm, gen: torch
         t = torch.rand(x0.shape, generator=gen).to(x0) * 2 - 1
     else:
         t = torch.randn(x0.shape, generator=gen).to(x0)
-    t = t / _view(norms(t, norm).clamp_min(1e-12), t)
-    return (x0 + _view(radius / 2, t) * t).clamp(0, 1)
+    t = t / per_sample(lp_norm(t, norm).clamp_min(1e-12), t)
+    return (x0 + per_sample(radius / 2, t) * t).clamp(0, 1)
 
 
 def fab(
@@ -155,19 +143,19 @@ def fab(
             b = -df[rows, s] + (w * xi.flatten(1)).sum(1)  # hyperplane w . z = b (linearised f_s = f_y)
             d = project_hyperplane(torch.cat([xi.flatten(1), flat0]), torch.cat([w, w]), torch.cat([b, b]), norm)
             d_i, d_0 = d[:n], d[n:]
-            a_i = norms(d_i, norm).clamp_min(1e-8)
-            a_0 = norms(d_0, norm).clamp_min(1e-8)
+            a_i = lp_norm(d_i, norm).clamp_min(1e-8)
+            a_0 = lp_norm(d_0, norm).clamp_min(1e-8)
             alpha = (a_i / (a_i + a_0)).clamp(0, alpha_max)[:, None]
             step = ((xi.flatten(1) + eta * d_i) * (1 - alpha) + (flat0 + eta * d_0) * alpha).clamp(0, 1)
             xi = step.view_as(x0)
             with torch.no_grad():
                 adv = model.scores(xi).argmax(1) != y
             if adv.any():
-                size = norms(xi - x0, norm).double()
+                size = lp_norm(xi - x0, norm).double()
                 better = adv & (size < best_norm)
                 best[better] = xi[better]
                 best_norm = torch.where(better, size, best_norm)
-                xi = torch.where(_view(adv, xi), x0 + beta * (xi - x0), xi)  # backward step
+                xi = torch.where(per_sample(adv, xi), x0 + beta * (xi - x0), xi)  # backward step
             if progress is not None:
                 progress(restart * n_iter + it + 1, total)
     return best

@@ -31,6 +31,7 @@ import torch
 from pydantic import Field
 
 import robench
+from robench.norms import per_sample
 from robench.api import Norm, ScoresModule
 
 from .support import (
@@ -79,7 +80,7 @@ def _zero_image_failures(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     a non-zero input is the failure sentinel, never a success.
     """
     zero = (raw.flatten(1) == 0).all(1) & (x.flatten(1) != 0).any(1)
-    return torch.where(zero.view(-1, *[1] * (x.dim() - 1)), torch.full_like(raw, math.nan), raw)
+    return torch.where(per_sample(zero, x), torch.full_like(raw, math.nan), raw)
 
 
 # -- C&W L2 -----------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 import robench
-from robench.api import Norm
+from robench import Norm
+from robench.norms import lp_norm, per_sample
 
 class LibraryAttack(robench.Attack):
     """Shared base of the foolbox and ART adapters: minimal, gradient-based unless a subclass says
@@ -44,20 +45,6 @@ class LibraryAttack(robench.Attack):
 
 #: Channel changes at most this large are float residue, not perturbation (same rule as verify.py).
 RESIDUE = 1e-6
-
-
-def lp_norms(delta: torch.Tensor, norm: Norm) -> torch.Tensor:
-    """Per-sample norm of an (N, C, H, W) perturbation; L0 counts pixels (any channel changed)."""
-    d = delta.detach().double()
-    if norm == Norm.L0:
-        changed = (d != 0).any(dim=1) if d.dim() == 4 else d != 0
-        return changed.flatten(1).sum(1).double()
-    flat = d.flatten(1)
-    if norm == Norm.L1:
-        return flat.abs().sum(1)
-    if norm == Norm.L2:
-        return flat.norm(dim=1)
-    return flat.abs().amax(1)
 
 
 @contextlib.contextmanager
@@ -92,22 +79,22 @@ def keep_adversarial(model: robench.Model, x: torch.Tensor, y: torch.Tensor, x_a
     """
     x_adv = x_adv.detach().to(device=x.device, dtype=x.dtype).reshape(x.shape)
     finite = torch.isfinite(x_adv.flatten(1)).all(1)
-    safe = torch.where(finite.view(-1, *[1] * (x.dim() - 1)), x_adv, x)
+    safe = torch.where(per_sample(finite, x), x_adv, x)
     in_box = ((safe >= -RESIDUE) & (safe <= 1 + RESIDUE)).flatten(1).all(1)
     safe = safe.clamp(0, 1)
     if norm == Norm.L0:
         cleaned = torch.where((safe - x).abs() <= RESIDUE, x, safe)
         still = predict(model, cleaned) != y
-        safe = torch.where(still.view(-1, *[1] * (x.dim() - 1)), cleaned, safe)
+        safe = torch.where(per_sample(still, x), cleaned, safe)
     ok = finite & in_box & (predict(model, safe) != y)
-    return torch.where(ok.view(-1, *[1] * (x.dim() - 1)), safe, torch.full_like(x, math.nan))
+    return torch.where(per_sample(ok, x), safe, torch.full_like(x, math.nan))
 
 
 def merge_best(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, norm: Norm) -> torch.Tensor:
     """Per row, the smaller-norm of two candidate adversarials (NaN rows lose)."""
-    na = torch.where(torch.isnan(a.flatten(1)).any(1), math.inf, lp_norms(a.nan_to_num() - x, norm))
-    nb = torch.where(torch.isnan(b.flatten(1)).any(1), math.inf, lp_norms(b.nan_to_num() - x, norm))
-    take_b = (nb < na).view(-1, *[1] * (x.dim() - 1))
+    na = torch.where(torch.isnan(a.flatten(1)).any(1), math.inf, lp_norm((a.nan_to_num() - x).double(), norm))
+    nb = torch.where(torch.isnan(b.flatten(1)).any(1), math.inf, lp_norm((b.nan_to_num() - x).double(), norm))
+    take_b = per_sample(nb < na, x)
     return torch.where(take_b, b, a)
 
 
@@ -169,7 +156,7 @@ class Oracle:
         if len(rows) == 0:
             return
         dev = rows.to(xq.device)
-        norms = lp_norms(xq[dev] - self.x[idx[rows].to(xq.device)], self.norm).cpu()
+        norms = lp_norm((xq[dev] - self.x[idx[rows].to(xq.device)]).double(), self.norm).cpu()
         for r, n in zip(rows.tolist(), norms.tolist()):
             i = int(idx[r])
             if n < self.best_norm[i]:
@@ -269,7 +256,7 @@ def starting_points(
         ok = cand_pred != y[i]
         if ok.any():
             pts = cand[ok]
-            j = int(lp_norms(pts - x[i : i + 1], oracle.norm).argmin())
+            j = int(lp_norm((pts - x[i : i + 1]).double(), oracle.norm).argmin())
             starts[i] = pts[j]
             found[i] = True
 
@@ -294,9 +281,9 @@ def starting_points(
         hi = torch.ones(len(idx), device=dev)
         for _ in range(search_steps):
             mid = (lo + hi) / 2
-            blend = xi + mid.view(-1, *[1] * (x.dim() - 1)) * (si - xi)
+            blend = xi + per_sample(mid, x) * (si - xi)
             adv = (oracle.query(blend, idx).argmax(1) != y[idx.to(dev)])
             hi = torch.where(adv, mid, hi)
             lo = torch.where(adv, lo, mid)
-        starts[idx.to(dev)] = xi + hi.view(-1, *[1] * (x.dim() - 1)) * (si - xi)
+        starts[idx.to(dev)] = xi + per_sample(hi, x) * (si - xi)
     return starts, found

@@ -25,7 +25,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .prox import _col, prox, prox_l0
+from robench.norms import lp_norm, per_sample
+
+from .prox import prox, prox_l0
 
 ScoresFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -54,22 +56,6 @@ class PDConfig:
     adam_eps: float = 1e-8
 
 
-def perturbation_norms(delta: torch.Tensor, norm: str) -> torch.Tensor:
-    """Per-sample norm of ``delta`` as the harness measures it (L0 = changed pixels)."""
-    if norm == "L0":
-        if delta.dim() >= 3:
-            return (delta != 0).any(dim=1).flatten(1).sum(1).to(delta.dtype)
-        return (delta != 0).flatten(1).sum(1).to(delta.dtype)
-    flat = delta.flatten(1)
-    if norm == "L1":
-        return flat.abs().sum(1)
-    if norm == "L2":
-        return flat.norm(dim=1)
-    if norm == "Linf":
-        return flat.abs().amax(1)
-    raise ValueError(f"unknown norm {norm!r}")
-
-
 def margin_and_adv(scores: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Margin ``f_y - max_{j != y} f_j`` and the harness' own test of success (argmax != y)."""
     true = scores.gather(1, y[:, None]).squeeze(1)
@@ -95,7 +81,7 @@ class _Best:
 
     def update(self, x: torch.Tensor, xa: torch.Tensor, adv: torch.Tensor, lam: torch.Tensor, lr: float) -> None:
         delta = xa - x
-        value = perturbation_norms(delta, self.norm)
+        value = lp_norm(delta, self.norm)
         tie = delta.flatten(1).norm(dim=1)
         better = adv & ((value < self.value) | ((value == self.value) & (tie < self.tie)))
         if not bool(better.any()):
@@ -168,7 +154,7 @@ def _run(
             if w is not None and cfg.metric_floor > 0:
                 # bounds each coordinate's threshold at 1/floor times the smallest one
                 # bounds each coordinate's threshold at 1/floor times the smallest one
-                w = torch.maximum(w, cfg.metric_floor * _col(w.flatten(1).amax(1), w))
+                w = torch.maximum(w, cfg.metric_floor * per_sample(w.flatten(1).amax(1), w))
             if cfg.norm == "L0":
                 r = prox_l0(z, tau, w, grouped=cfg.grouped and x.dim() >= 3, lo=lo, hi=hi)
             else:
@@ -217,15 +203,14 @@ def _refine(f: ScoresFn, x: torch.Tensor, y: torch.Tensor, best: _Best, max_step
         delta = adv - xs
         lo = torch.zeros(len(idx), device=x.device)
         hi = torch.ones(len(idx), device=x.device)
-        view = (-1,) + (1,) * (x.dim() - 1)
         for _ in range(12):
             mid = (lo + hi) / 2
-            _, ok = margin_and_adv(f(xs + mid.view(view) * delta), ys)
+            _, ok = margin_and_adv(f(xs + per_sample(mid, delta) * delta), ys)
             hi = torch.where(ok, mid, hi)
             lo = torch.where(ok, lo, mid)
-        adv = xs + hi.view(view) * delta
+        adv = xs + per_sample(hi, delta) * delta
     _, ok = margin_and_adv(f(adv), ys)
-    value = perturbation_norms(adv - xs, best.norm)
+    value = lp_norm(adv - xs, best.norm)
     better = ok & (value <= best.value[idx])
     sel = idx[better]
     best.adv[sel] = adv[better]

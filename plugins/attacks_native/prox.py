@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import torch
 
-
-def _col(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Reshape a per-sample tensor (N,) to broadcast against ``like`` (N, ...)."""
-    return t.reshape(-1, *([1] * (like.dim() - 1)))
+from robench.norms import per_sample
 
 
 def _ones_if_none(w: torch.Tensor | None, z: torch.Tensor) -> torch.Tensor:
@@ -29,7 +26,7 @@ def _ones_if_none(w: torch.Tensor | None, z: torch.Tensor) -> torch.Tensor:
 
 def prox_l1(z: torch.Tensor, tau: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
     """Soft threshold: ``sign(z) * (|z| - tau / w)_+`` (separable, so exact in any diagonal metric)."""
-    thr = _col(tau, z) / _ones_if_none(w, z)
+    thr = per_sample(tau, z) / _ones_if_none(w, z)
     return z.sign() * (z.abs() - thr).clamp_min(0)
 
 
@@ -63,7 +60,7 @@ def prox_l0(
         if z.dim() < 3:
             raise ValueError(f"grouped L0 prox needs N x C x ... inputs, got shape {tuple(z.shape)}")
         gain = gain.sum(dim=1, keepdim=True)
-    keep = gain > _col(tau, gain)
+    keep = gain > per_sample(tau, gain)
     return torch.where(keep, kept, torch.zeros_like(kept))
 
 
@@ -80,7 +77,7 @@ def prox_l2(z: torch.Tensor, tau: torch.Tensor, w: torch.Tensor | None = None, i
     if w is None:
         norm = flat.norm(dim=1)
         scale = (1 - tau / norm.clamp_min(1e-30)).clamp_min(0)
-        return z * _col(scale, z)
+        return z * per_sample(scale, z)
     wf = w.flatten(1)
     wz2 = (wf * flat).square()
     tau_c = tau[:, None].clamp_min(1e-30)

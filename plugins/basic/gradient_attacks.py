@@ -9,10 +9,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 import robench
-
-
-def _expand(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *[1] * (like.dim() - 1))
+from robench.norms import per_sample
 
 
 def loss_grad(model: robench.Model, x: torch.Tensor, y: torch.Tensor, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,7 +31,7 @@ def steepest_step(grad: torch.Tensor, norm: robench.Norm) -> torch.Tensor:
     if norm == robench.Norm.Linf:
         return grad.sign()
     flat = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
-    return grad / _expand(flat, grad)
+    return grad / per_sample(flat, grad)
 
 
 def project(delta: torch.Tensor, eps: float, norm: robench.Norm) -> torch.Tensor:
@@ -42,7 +39,7 @@ def project(delta: torch.Tensor, eps: float, norm: robench.Norm) -> torch.Tensor
         return delta.clamp(-eps, eps)
     n = delta.flatten(1).norm(dim=1)
     factor = torch.where(n > eps, eps / n.clamp_min(1e-12), torch.ones_like(n))
-    return delta * _expand(factor, delta)
+    return delta * per_sample(factor, delta)
 
 
 def random_init(x: torch.Tensor, eps: float, norm: robench.Norm) -> torch.Tensor:
@@ -50,9 +47,9 @@ def random_init(x: torch.Tensor, eps: float, norm: robench.Norm) -> torch.Tensor
     if norm == robench.Norm.Linf:
         return (torch.rand_like(x) * 2 - 1) * eps
     d = torch.randn_like(x)
-    d = d / _expand(d.flatten(1).norm(dim=1).clamp_min(1e-12), d)
+    d = d / per_sample(d.flatten(1).norm(dim=1).clamp_min(1e-12), d)
     r = torch.rand(len(x), device=x.device) ** (1.0 / x[0].numel())
-    return d * _expand(r * eps, d)
+    return d * per_sample(r * eps, d)
 
 
 class FGSMParams(robench.Params):
@@ -70,7 +67,7 @@ class FGSM(robench.Attack):
         with torch.no_grad():
             fooled = model.predict(adv) != y
         # Only claim what fools the model: a non-adversarial step is "not found", not a rejection.
-        return torch.where(_expand(fooled, adv), adv, torch.full_like(adv, float("nan")))
+        return torch.where(per_sample(fooled, adv), adv, torch.full_like(adv, float("nan")))
 
 
 class PGDParams(robench.Params):

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 import robench
+from robench.norms import lp_norm, per_sample
 
 
 class AdversarialParams(robench.Params):
@@ -107,7 +108,7 @@ def make_optimizer(net: torch.nn.Module, p: TrainParams, total_steps: int, steps
 
 
 def _per_sample_l2(t: torch.Tensor) -> torch.Tensor:
-    return t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (t.dim() - 1)))
+    return per_sample(lp_norm(t, "L2").clamp_min(1e-12), t)
 
 
 def _random_in_ball(x: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
@@ -116,7 +117,7 @@ def _random_in_ball(x: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
     # uniform in the L2 ball: Gaussian direction, radius eps * U^(1/d)
     d = x[0].numel()
     g = torch.randn_like(x)
-    r = torch.rand(x.shape[0], device=x.device).pow(1.0 / d).view(-1, *([1] * (x.dim() - 1)))
+    r = per_sample(torch.rand(x.shape[0], device=x.device).pow(1.0 / d), x)
     return g / _per_sample_l2(g) * r * eps
 
 

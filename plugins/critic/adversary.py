@@ -13,9 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-def _bview(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *([1] * (like.dim() - 1)))
+from robench.norms import per_sample
 
 
 def closest_boundary_target(net: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -77,12 +75,12 @@ def high_confidence_attack(
         soft = torch.sigmoid(confidence - logp_t.exp())
         hard = (logp_t < log_c).to(x.dtype)
         active = active * (hard + soft - soft.detach() if straight_through else hard)
-        g_norm = _bview(g.flatten(1).norm(dim=1), g) + eps
-        step = _bview((log_c - logp_t).clamp_min(0), g) / g_norm * (g / g_norm)
+        g_norm = per_sample(g.flatten(1).norm(dim=1), g) + eps
+        step = per_sample((log_c - logp_t).clamp_min(0), g) / g_norm * (g / g_norm)
         if step_clip is not None:
-            s_norm = _bview(step.flatten(1).norm(dim=1), step)
+            s_norm = per_sample(step.flatten(1).norm(dim=1), step)
             step = step * (step_clip / s_norm.clamp_min(1e-12)).clamp(max=1.0)
-        r = r + _bview(active, x) * step
+        r = r + per_sample(active, x) * step
         if box:
             r = ((x + (1 + overshoot) * r).clamp(0, 1) - x) / (1 + overshoot)
         if not create_graph and not bool(active.any()):

@@ -11,6 +11,7 @@ from pydantic import Field
 from torch import nn
 
 import robench
+from robench.norms import per_sample
 from robench_plugins.cnn.nets import lenet
 
 from .adversary import closest_boundary_target, high_confidence_attack
@@ -238,4 +239,4 @@ class HighConfidenceAttack(robench.Attack):
         x_adv = high_confidence_attack(net, x, target, conf, steps=p.steps, overshoot=p.overshoot, step_clip=p.step_clip)
         with torch.no_grad():
             fooled = model.scores(x_adv).argmax(1) != y
-        return torch.where(fooled.view(-1, *([1] * (x.dim() - 1))), x_adv, torch.full_like(x, float("nan")))
+        return torch.where(per_sample(fooled, x), x_adv, torch.full_like(x, float("nan")))

@@ -19,6 +19,7 @@ import torch
 from pydantic import Field
 
 import robench
+from robench.norms import per_sample
 
 from .models import MLP01
 
@@ -55,7 +56,7 @@ class LinearSign(robench.Attack):
             direction = -torch.sign(w[y])
         adv = (flat + eps * direction).clamp(0, 1).view_as(x)
         fooled = model.predict(adv) != y
-        return torch.where(fooled.view(-1, *[1] * (x.dim() - 1)), adv, x)
+        return torch.where(per_sample(fooled, x), adv, x)
 
 
 class MLP01HiddenParams(robench.Params):
