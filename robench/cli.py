@@ -210,7 +210,7 @@ def run(
         f"{len(summary.cells_failed)} failed · {wall:.1f}s · results in {summary.store_path}"
     )
     if leaderboard:
-        from .leaderboard import load_results, to_markdown
+        from .report import load_results, to_markdown
 
         for res in load_results(summary.store_path):
             if res.suite == resolved.suite.name:
@@ -298,7 +298,7 @@ def leaderboard_cmd(
 ) -> None:
     """Print the leaderboard of stored results."""
     from .errors import UserInputError
-    from .leaderboard import load_results, to_csv, to_json, to_markdown
+    from .report import load_results, to_csv, to_json, to_markdown
 
     try:
         if format not in ("md", "json", "csv"):
@@ -329,7 +329,7 @@ def publish(
     suite published there.
     """
     from .errors import UserInputError
-    from .leaderboard import load_results, publish as do_publish
+    from .report import load_results, publish as do_publish
 
     try:
         results = [r for r in load_results(source) if suite is None or r.suite == suite]
@@ -352,7 +352,7 @@ def diff(
 ) -> None:
     """Show what changed between two result stores: leaderboard rows added or removed, and every value that moved."""
     from .errors import UserInputError
-    from .leaderboard import diff_json, diff_markdown, diff_results, load_results
+    from .report import diff_json, diff_markdown, diff_results, load_results
 
     try:
         if format not in ("md", "json"):

@@ -106,9 +106,7 @@ class SuiteResults:
 
 def _current_cells(store: Store, suite: str) -> list[dict]:
     """Cells of the current model versions; for a repeated (model, attack, eps), the newest."""
-    clean_keys = {}
-    for model, key in store.db.execute("SELECT DISTINCT model, model_key FROM clean WHERE suite=?", (suite,)):
-        clean_keys[model] = key
+    clean_keys = store.clean_model_keys(suite)
     latest: dict[tuple, dict] = {}
     for c in store.cells(suite):
         if clean_keys.get(c["model"]) not in (None, c["config"].get("model_key")):

@@ -281,6 +281,10 @@ class Store:
             out.setdefault(model, {})[idx] = (label, pred, sha)
         return out
 
+    def clean_model_keys(self, suite: str) -> dict[str, str]:
+        """model -> the model key (version) its stored clean predictions belong to."""
+        return dict(self.db.execute("SELECT DISTINCT model, model_key FROM clean WHERE suite=? ORDER BY model", (suite,)))
+
     def noise_done(self, suite: str, model: str, model_key: str, sigma: float) -> bool:
         return self.db.execute(
             "SELECT 1 FROM noise WHERE suite=? AND model=? AND model_key=? AND sigma=? LIMIT 1", (suite, model, model_key, sigma)

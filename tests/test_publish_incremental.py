@@ -7,7 +7,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from robench.leaderboard import diff_results, load_results
+from robench.report import diff_results, load_results
 from robench.plugins import load_registry
 from robench.runner import RunOptions, run_suite
 from robench.suite import load_suite

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from robench.leaderboard import (
+from robench.report import (
     WARN, diff_markdown, diff_results, load_results, plot, plot_norm_cdf, plot_transfer, publish, to_csv, to_json,
     to_markdown,
 )

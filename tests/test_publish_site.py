@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from robench.leaderboard import load_results
-from robench.site import build_site
+from robench.report import load_results
+from robench.report import build_site
 from test_publish_leaderboard import build_store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -1,6 +1,6 @@
-"""The static leaderboard site: ``index.html`` plus one page per suite, opened from disk (no server).
+"""HTML: the static leaderboard site (``robench publish --html``): ``index.html`` plus one page per suite, opened from disk (no server).
 
-Tables are rendered from the same :class:`robench.leaderboard.Table` objects as the markdown; each
+Tables are rendered from the same :class:`robench.report.tables.Table` objects as the markdown; each
 cell carries its raw value (``data-value``, the sort key) and, where it shows a JSON field, which
 one (``data-attack`` + ``data-field``), so a reader or a test can check the page against
 ``<suite>.json``. A few lines of JavaScript (``robench.js``, no libraries) sort a table when its
@@ -14,12 +14,13 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from . import __version__
-from .leaderboard import (
-    PLOT_CAPTIONS, WARN, Cell, Table, _eps, _pct, attack_table, clean_only_table, index_entries, noise_table, norms_of,
-    plots, provenance_lines, ranking_table, rows_json, summary_lines, to_csv, transfer_table,
+from .. import __version__
+from ..metrics import SuiteResults
+from .plots import PLOT_CAPTIONS, plots
+from .tables import (
+    WARN, Cell, Table, attack_table, clean_only_table, eps_text, index_entries, noise_table, norms_of, pct, provenance_lines,
+    ranking_table, rows_json, summary_lines, to_csv, transfer_table,
 )
-from .metrics import SuiteResults
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1200px; padding: 1rem 2rem; color: #222; }
@@ -161,7 +162,7 @@ def suite_page(res: SuiteResults, figures: dict[str, Path]) -> str:
     if res.noise:
         body += ["<h2>Gaussian noise</h2>"] + _block(noise_table(res))
     for m in res.transfer:
-        body += [f"<h2>Transfer: {_e(m['norm'])} eps = {_e(_eps(m['eps']))}</h2>"] + _block(transfer_table(m))
+        body += [f"<h2>Transfer: {_e(m['norm'])} eps = {_e(eps_text(m['eps']))}</h2>"] + _block(transfer_table(m))
     clean_only = clean_only_table(res)
     if clean_only is not None:
         body += ["<h2>Clean accuracy only</h2>"] + _block(clean_only)
@@ -178,7 +179,7 @@ def index_page(folder: Path) -> str:
     entries = [e for e in index_entries(folder) if (folder / f"{e['suite']}.html").exists()]
     t = Table("suites", ["Suite", "Models", "Norms", "Top model per norm"])
     for e in entries:
-        tops = "; ".join(f"{x['norm']}: {x['model']} ({_pct(x['robust_accuracy'])} @ {x['eps']})" for x in e["tops"])
+        tops = "; ".join(f"{x['norm']}: {x['model']} ({pct(x['robust_accuracy'])} @ {x['eps']})" for x in e["tops"])
         t.rows.append([Cell(e["suite"], e["suite"]), Cell(str(len(e["models"])), len(e["models"])),
                        Cell(", ".join(e["norms"]), ", ".join(e["norms"])), Cell(tops or "–", tops)])
     table = html_table(t)

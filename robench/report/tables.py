@@ -1,0 +1,311 @@
+"""Results to tables, as data: every leaderboard table is built once here as a :class:`Table` of
+:class:`Cell` (display text + raw value) and then rendered as markdown (:mod:`robench.report.markdown`)
+or sortable HTML (:mod:`robench.report.html`), so both show the same numbers: the JSON's numbers
+rounded for display. Also the JSON and CSV rows, the provenance lines and the index entries of a
+published folder. Pure: reads no store and writes no file except what it is given.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..metrics import BEST, Row, SuiteResults
+
+NORM_ORDER = ["L0", "L1", "L2", "Linf"]
+WARN = "⚠"
+
+
+def is_missing(v: Any) -> bool:
+    """None or NaN: shown as a dash, sorted last."""
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def pct(v: float | None) -> str:
+    """A share as a percentage with one decimal."""
+    return "–" if is_missing(v) else f"{100 * v:.1f}"
+
+
+def num(v: float | None, norm: str | None = None) -> str:
+    """A norm or a count per sample: 4 significant digits (L0 pixel counts: 2 decimals)."""
+    if is_missing(v):
+        return "–"
+    if norm == "L0":
+        return f"{v:.2f}"
+    return f"{v:.4g}"
+
+
+def eps_text(e: float) -> str:
+    """An eps as the suite writes it (0.03, 1, 2.5): also the JSON's key."""
+    return f"{e:g}"
+
+
+def ranked_models(res: SuiteResults, norm: str) -> list[Row]:
+    """The "best" rows of a norm, most robust first (at the headline eps), then by clean accuracy."""
+    head = res.headline(norm)
+    best = [r for r in res.rows if r.norm == norm and r.attack == BEST]
+    return sorted(best, key=lambda r: (-(r.robust_accuracy.get(head, 0.0) if head is not None else 0.0),
+                                       -(r.mean_norm or 0.0), -r.clean_accuracy, r.model))
+
+
+def norms_of(res: SuiteResults) -> list[str]:
+    return [nm for nm in NORM_ORDER if any(r.norm == nm for r in res.rows)]
+
+
+# -- tables as data ------------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    """One table cell: what is shown, and the raw value behind it (sort key; None when missing).
+
+    ``ref`` = (attack, JSON path) names the JSON row field the value comes from (the row's model
+    and norm are the table row's), e.g. ``("best", "robust_accuracy/0.03")``.
+    """
+
+    text: str
+    value: float | int | str | None = None
+    title: str | None = None  # tooltip in HTML (e.g. the warnings behind a ⚠)
+    ref: tuple[str, str] | None = None
+
+
+@dataclass
+class Table:
+    key: str  # stable id, e.g. "ranking-Linf"
+    headers: list[str]
+    rows: list[list[Cell]] = field(default_factory=list)
+    note: str = ""  # one line shown above the table
+    row_ids: list[dict[str, str]] = field(default_factory=list)  # per row: model, norm (for cell refs)
+
+
+def _pct_cell(v: float | None, suffix: str = "", ref: tuple[str, str] | None = None) -> Cell:
+    return Cell(pct(v) + suffix, None if is_missing(v) else v, ref=ref)
+
+
+def _num_cell(v: float | None, norm: str | None = None, suffix: str = "", ref: tuple[str, str] | None = None) -> Cell:
+    return Cell(num(v, norm) + suffix, None if is_missing(v) else v, ref=ref)
+
+
+def model_warnings(res: SuiteResults, model: str) -> list[str]:
+    """Warnings (masking, rejections, failures) that concern ``model``."""
+    return [w for w in res.warnings if w.startswith(f"{model} (") or w.startswith(f"{model} / ")]
+
+
+def per_attack_rows(res: SuiteResults, norm: str) -> list[Row]:
+    return [r for r in res.rows if r.norm == norm and r.attack != BEST and r.source is None]
+
+
+def ranking_table(res: SuiteResults, norm: str) -> Table:
+    """RobustBench-style ranking of one norm: models by robust accuracy of *best* at the headline eps."""
+    head = res.headline(norm)
+    eps_list = sorted(float(e) for e in res.config.get("epsilons", {}).get(norm, []))
+    attack_rows = per_attack_rows(res, norm)
+    attacks = list(dict.fromkeys(r.attack for r in attack_rows))
+    head_txt = eps_text(head) if head is not None else "?"
+    headers = ["#", "Model", "Clean"] + [f"ε={eps_text(e)}" for e in eps_list]
+    for a in attacks:
+        kinds = {r.kind for r in attack_rows if r.attack == a}
+        headers.append(f"{a} mean {norm}" if kinds == {"minimal"} else f"{a} @{head_txt}")
+    headers += [f"Strongest attack @{head_txt}", "Success", "Rejected", "s/sample (all attacks)"]
+    note = (f"Ranked by robust accuracy of *best* at {norm} eps = {head_txt} [95% Wilson interval]."
+            + (" L0 counts pixels." if norm == "L0" else ""))
+    table = Table(f"ranking-{norm}", headers, note=note)
+    for rank, best in enumerate(ranked_models(res, norm), 1):
+        warns = model_warnings(res, best.model)
+        cells = [Cell(str(rank), rank),
+                 Cell(best.model + (f" {WARN}" if warns else ""), best.model, "\n".join(warns) or None),
+                 _pct_cell(best.clean_accuracy, ref=(BEST, "clean_accuracy"))]
+        for e in eps_list:
+            lo, hi = best.robust_ci.get(e, (float("nan"), float("nan")))
+            v = best.robust_accuracy.get(e)
+            cells.append(Cell(f"{pct(v)} [{pct(lo)}, {pct(hi)}]", None if is_missing(v) else v, ref=(BEST, f"robust_accuracy/{eps_text(e)}")))
+        mine = {r.attack: r for r in attack_rows if r.model == best.model}
+        for a in attacks:
+            r = mine.get(a)
+            if r is None:
+                cells.append(Cell("n/a"))
+            elif r.kind == "minimal":
+                cells.append(_num_cell(r.mean_norm, norm, " †" if r.via_surrogate else "", ref=(a, "mean_norm")))
+            else:
+                cells.append(_pct_cell(r.robust_accuracy.get(head), " †" if r.via_surrogate else "", ref=(a, f"robust_accuracy/{head_txt}")))
+        scored = [r for r in mine.values() if head is not None and not is_missing(r.robust_accuracy.get(head))]
+        if scored:
+            s = min(scored, key=lambda r: (r.robust_accuracy[head], r.attack))
+            cells.append(Cell(f"{s.attack} ({pct(s.robust_accuracy[head])})", s.robust_accuracy[head], ref=(s.attack, f"robust_accuracy/{head_txt}")))
+        else:
+            cells.append(Cell("–"))
+        # attack time per sample summed over every cell (a bounded attack runs once per eps)
+        timed = [r.seconds_per_sample * (max(1, len(r.eps_list)) if r.kind == "bounded" else 1)
+                 for r in mine.values() if r.seconds_per_sample is not None]
+        cells += [_pct_cell(best.success_rate, ref=(BEST, "success_rate")), Cell(str(best.rejected), best.rejected, ref=(BEST, "rejected")),
+                  _num_cell(sum(timed) if timed else None)]
+        table.rows.append(cells)
+        table.row_ids.append({"model": best.model, "norm": norm})
+    return table
+
+
+def attack_table(res: SuiteResults, norm: str) -> Table:
+    """One line per model and attack of a norm: robust accuracy per eps, norms, success, cost."""
+    eps_list = sorted(float(e) for e in res.config.get("epsilons", {}).get(norm, []))
+    headers = ["Model", "Attack", "Kind"] + [f"ε={eps_text(e)}" for e in eps_list] + [
+        f"Mean {norm}", f"Median {norm}", "Success", "Rejected", "Fwd/sample", "Bwd/sample", "s/sample", "Status"]
+    table = Table(f"attacks-{norm}", headers)
+    for r in sorted(per_attack_rows(res, norm), key=lambda r: (r.model, r.attack)):
+        cells = [Cell(r.model, r.model), Cell(r.attack + (" †" if r.via_surrogate else ""), r.attack), Cell(r.kind, r.kind)]
+        a = r.attack
+        cells += [_pct_cell(r.robust_accuracy.get(e), ref=(a, f"robust_accuracy/{eps_text(e)}")) for e in eps_list]
+        cells += [_num_cell(r.mean_norm, norm, ref=(a, "mean_norm")), _num_cell(r.median_norm, norm, ref=(a, "median_norm")),
+                  _pct_cell(r.success_rate, ref=(a, "success_rate")), Cell(str(r.rejected), r.rejected, ref=(a, "rejected")),
+                  _num_cell(r.forward_per_sample, ref=(a, "forward_per_sample")),
+                  _num_cell(r.backward_per_sample, ref=(a, "backward_per_sample")),
+                  _num_cell(r.seconds_per_sample, ref=(a, "seconds_per_sample")), Cell(r.status, r.status, ref=(a, "status"))]
+        table.rows.append(cells)
+        table.row_ids.append({"model": r.model, "norm": norm})
+    return table
+
+
+def noise_table(res: SuiteResults) -> Table:
+    sigmas = sorted({s for d in res.noise.values() for s in d})
+    table = Table("noise", ["Model"] + [f"σ={eps_text(s)}" for s in sigmas],
+                  note="Accuracy (%) under x + N(0, σ²), clipped to [0, 1].")
+    for model, d in sorted(res.noise.items()):
+        table.rows.append([Cell(model, model)] + [_pct_cell(d[s][0] / d[s][1]) if s in d else Cell("–") for s in sigmas])
+    return table
+
+
+def transfer_table(m: dict) -> Table:
+    table = Table(f"transfer-{m['norm']}-{eps_text(m['eps'])}", ["source \\ target"] + list(m["targets"]),
+                  note="Accuracy (%) of each target (column) on adversarials crafted white-box on each source (row).")
+    for s in m["sources"]:
+        table.rows.append([Cell(s, s)] + [_pct_cell(m["accuracy"].get(f"{s}->{t}")) for t in m["targets"]])
+    return table
+
+
+def clean_only_table(res: SuiteResults) -> Table | None:
+    models = sorted(set(res.clean) - {r.model for r in res.rows})
+    if not models:
+        return None
+    table = Table("clean-only", ["Model", "Clean"])
+    for m in models:
+        table.rows.append([Cell(m, m), _pct_cell(res.clean[m][0] / res.clean[m][1])])
+    return table
+
+
+def summary_lines(res: SuiteResults) -> list[str]:
+    """Dataset and method lines shown under a suite's title."""
+    cfg = res.config
+    ds = cfg.get("dataset", {})
+    n = max((v[1] for v in res.clean.values()), default=0)
+    cls = f", classes {ds.get('classes')}" if ds.get("classes") else ""
+    return [
+        f"Dataset **{ds.get('name')}** ({ds.get('split')} split{cls}, {n} samples from offset {ds.get('offset', 0)}); seed {cfg.get('seed')}.",
+        "Robust accuracy (%) = correctly classified and no verified adversarial within eps (clean errors count as broken); "
+        "[95% Wilson interval]. *best* = per sample, the smallest verified adversarial over all attacks of that norm. "
+        f"*Strongest attack* = the single attack with the lowest robust accuracy. {WARN} = see the warnings below.",
+    ]
+
+
+def provenance(res: SuiteResults) -> dict[str, Any]:
+    """What produced these numbers: versions, device, seed, suite hash, samples digest, date (last run)."""
+    if not res.runs:
+        return {}
+    last = res.runs[-1]
+    p = last["provenance"]
+    return {
+        "versions": p.get("versions", {}), "device": p.get("device"), "seed": p.get("seed"),
+        "suite_hash": p.get("suite_hash"), "samples_digest": res.sample_digest, "git_commit": p.get("git_commit"),
+        "date": p.get("date") or time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["started"])),
+        "runs": len(res.runs), "plugins": p.get("plugins", {}), "platform": p.get("platform"),
+    }
+
+
+def provenance_lines(res: SuiteResults) -> list[str]:
+    p = provenance(res)
+    if not p:
+        return []
+    v = p["versions"]
+    out = [f"robench {v.get('robench')} · torch {v.get('torch')} · numpy {v.get('numpy')} · python {v.get('python')}"
+           + "".join(f" · {k} {v[k]}" for k in ("foolbox", "adversarial-robustness-toolbox", "tensorflow", "larq") if k in v)
+           + f" · device {p['device']} · seed {p['seed']} · suite hash {p['suite_hash']}"
+           + f" · samples digest {p['samples_digest']} · git {str(p['git_commit'])[:10]} · {p['runs']} run(s), last {p['date']}"]
+    if p["plugins"]:
+        out.append("plugins: " + ", ".join(f"{k} ({val})" for k, val in sorted(p["plugins"].items())))
+    return out
+
+
+# -- JSON and CSV -------------------------------------------------------------------------------
+
+
+def to_json(results: list[SuiteResults]) -> str:
+    """A list of rows (NaN written as null)."""
+    return json.dumps(rows_json(results), indent=2)
+
+
+def clean_nan(obj):
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: clean_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_nan(v) for v in obj]
+    return obj
+
+
+def rows_json(results: list[SuiteResults]) -> list[dict]:
+    return [clean_nan(r.to_json()) for res in results for r in res.rows]
+
+
+def to_csv(results: list[SuiteResults]) -> str:
+    eps_cols = sorted({(r.norm, e) for res in results for r in res.rows for e in r.robust_accuracy}, key=lambda t: (NORM_ORDER.index(t[0]), t[1]))
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["suite", "model", "attack", "norm", "kind", "n", "clean_accuracy"] + [f"robust_{n}_{eps_text(e)}" for n, e in eps_cols]
+               + ["mean_norm", "median_norm", "success_rate", "rejected", "forward_per_sample", "backward_per_sample", "seconds_per_sample", "via_surrogate", "status"])
+    for res in results:
+        for r in res.rows:
+            w.writerow([r.suite, r.model, r.attack, r.norm, r.kind, r.n, r.clean_accuracy]
+                       + [r.robust_accuracy.get(e, "") if r.norm == n else "" for n, e in eps_cols]
+                       + [r.mean_norm, r.median_norm, r.success_rate, r.rejected, r.forward_per_sample, r.backward_per_sample,
+                          r.seconds_per_sample, r.via_surrogate, r.status])
+    return buf.getvalue()
+
+
+# -- the index of a published folder -----------------------------------------------------------
+
+
+def index_entries(folder: Path) -> list[dict[str, Any]]:
+    """One entry per suite published in ``folder`` (read back from its ``<suite>.json``, so suites
+    published by earlier calls are listed too): suite, models, norms, top model per norm."""
+    entries = []
+    for data in sorted(folder.glob("*.json")):
+        try:
+            rows = json.loads(data.read_text())
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and "model" in r and "norm" in r for r in rows):
+            continue  # not a leaderboard file
+        norms = [n for n in NORM_ORDER if any(r["norm"] == n for r in rows)]
+        tops = []
+        for norm in norms:
+            best = [r for r in rows if r["norm"] == norm and r["attack"] == BEST]
+            head = headline_from_rows(best)
+            if best and head is not None:
+                top = max(best, key=lambda r: (r["robust_accuracy"].get(head) or 0.0, r["clean_accuracy"] or 0.0))
+                tops.append({"norm": norm, "model": top["model"], "eps": head, "robust_accuracy": top["robust_accuracy"].get(head)})
+        entries.append({"suite": data.stem, "models": sorted({r["model"] for r in rows}), "norms": norms, "tops": tops})
+    return entries
+
+
+def headline_from_rows(best_rows: list[dict]) -> str | None:
+    """The headline eps key of published rows (recorded per row; older files: the middle eps)."""
+    for r in best_rows:
+        if r.get("headline") is not None:
+            return eps_text(float(r["headline"]))
+    keys = sorted({k for r in best_rows for k in r["robust_accuracy"]}, key=float)
+    return keys[len(keys) // 2] if keys else None

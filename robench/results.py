@@ -1,0 +1,50 @@
+"""Reading results back, for reports and scripts: every suite of a store computed into leaderboard
+numbers (:func:`load_results`), and the evaluation slice a suite was run on (:func:`evaluation_data`).
+Both only read; the SQL stays in :mod:`robench.store`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+from .errors import UserInputError
+from .metrics import SuiteResults, compute
+from .store import Store, iter_stores
+
+if TYPE_CHECKING:
+    from .data import EvalData
+
+
+def load_results(path: str | Path) -> list[SuiteResults]:
+    """Every suite of every store under ``path`` (a store file or a folder of runs)."""
+    out = []
+    stores = list(iter_stores(path))
+    if not stores:
+        raise UserInputError(f"no results store found at {path} (expected a results.sqlite file or a folder holding one)")
+    for p in stores:
+        with Store(p, create=False) as store:
+            for suite in store.suites():
+                out.append(compute(store, suite))
+    return out
+
+
+def evaluation_data(suite: str | os.PathLike, data_dir: str | os.PathLike | None = None,
+                    plugins: Iterable[str] = ()) -> EvalData:
+    """The samples a suite file is evaluated on (its dataset, split, classes, offset and limit),
+    as ``robench run`` loads them: ``x``, ``y`` and each sample's ``indices`` and ``sha256``.
+
+    ``data_dir`` defaults as for ``robench run`` ($ROBENCH_DATA, else ~/.cache/robench/data);
+    ``plugins`` are extra plugin modules, as ``--plugin`` names them.
+    """
+    from .data import load_eval_data, resolve_data_dir
+    from .plugins import get_registry
+    from .suite import load_suite
+
+    registry = get_registry(list(plugins))
+    resolved = load_suite(Path(suite), registry)
+    return load_eval_data(resolved, registry, resolve_data_dir(data_dir), None)
+
+
+__all__ = ["evaluation_data", "load_results"]
