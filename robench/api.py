@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 
 class Norm(str, enum.Enum):
@@ -32,10 +33,48 @@ AttackKind = Literal["bounded", "minimal"]
 Need = Literal["gradients", "scores", "decisions", "transfer"]
 
 
+#: Largest whole number a parameter accepts unless its field declares its own ``le``/``lt``: no
+#: loop count, width, size or budget of a built-in plugin needs more, and a larger value is a typo
+#: (``steps: 1e18``) that would otherwise pass validation and run for ever.
+PARAM_INT_MAX = 10**7
+
+
+def _numbers_ok(value: Any, allow_inf: bool, int_max: int | None, path: str = "") -> None:
+    """Raise ValueError for a NaN/infinite float or an out-of-range int anywhere inside ``value``."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, float):
+        if math.isnan(value) or (math.isinf(value) and not allow_inf):
+            raise ValueError(f"must be a finite number{path}, got {value}")
+    elif isinstance(value, int):
+        if int_max is not None and abs(value) > int_max:
+            raise ValueError(f"must be at most {int_max} in size{path} (a larger value is a typo, not a setting), got {value}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _numbers_ok(v, allow_inf, int_max, f" (item {i})")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _numbers_ok(v, allow_inf, int_max, f" (key {k!r})")
+
+
 class Params(BaseModel):
-    """Base class of every plugin's parameter model: unknown keys are an error, not a silent no-op."""
+    """Base class of every plugin's parameter model: unknown keys are an error, not a silent no-op.
+
+    Numbers are checked generically: a float must be finite (NaN never; an infinity only where the
+    field says ``json_schema_extra={"allow_inf": True}``), and an int without a declared upper bound
+    may not exceed :data:`PARAM_INT_MAX` in size (items of lists and tuples included).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _finite_and_bounded(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name) if info.field_name else None
+        extra = field.json_schema_extra if field is not None and isinstance(field.json_schema_extra, dict) else {}
+        declared_max = field is not None and any(getattr(m, k, None) is not None for m in field.metadata for k in ("le", "lt"))
+        _numbers_ok(value, bool(extra.get("allow_inf")), None if declared_max else PARAM_INT_MAX)
+        return value
 
 
 class NoParams(Params):
@@ -223,6 +262,14 @@ class Dataset:
     def load(self, split: str, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (x float32 NCHW in [0, 1], y int64). Read local files only: never download."""
         raise NotImplementedError
+
+    def size(self, split: str, data_dir: Path) -> int | None:
+        """Samples in ``split`` if known cheaply (without loading the images), else None.
+
+        Optional: ``robench validate`` uses it to check a suite's ``offset`` before a run. Return
+        None when the files are absent; raise UserInputError naming a file that is damaged.
+        """
+        return None
 
 
 # -- registration specs ------------------------------------------------------------------------

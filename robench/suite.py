@@ -9,18 +9,86 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from .api import Norm, Params
-from .errors import SuiteError
+from .errors import SuiteError, UserInputError
 from .plugins import Registry
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
+
+#: The largest seed a suite accepts: the harness derives seeds as ``seed * 1000 + k`` and seeds
+#: numpy (< 2**32) and torch (< 2**64) from them, so a larger one would fail only at run time.
+SEED_MAX = 2**32 - 1
+#: Samples per attack call: more than a million in one call is a typo (and would not fit memory).
+BATCH_MAX = 10**6
+
+
+# -- eps values ------------------------------------------------------------------------------
+
+_FRACTION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*/\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*$")
+
+
+def parse_eps(value: Any) -> float:
+    """An eps as written by a user: a number (``0.03``, ``1e-3``) or a fraction ``a/b`` (``8/255``).
+
+    Returns a finite float >= 0; raises ValueError with a one-line reason otherwise. Used for the
+    suite's ``epsilons`` and ``headline`` and by command-line options that take an eps.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"an eps is a number or a fraction like 8/255, not {value!r}")
+    if isinstance(value, (int, float)):
+        eps = float(value)
+    elif isinstance(value, str):
+        m = _FRACTION.match(value)
+        if m:
+            num, den = float(m.group(1)), float(m.group(2))
+            if den == 0:
+                raise ValueError(f"eps {value!r} divides by zero")
+            eps = num / den
+        else:
+            try:
+                eps = float(value.strip())
+            except ValueError:
+                raise ValueError(f"an eps is a number or a fraction like 8/255, not {value!r}") from None
+    else:
+        raise ValueError(f"an eps is a number or a fraction like 8/255, not {type(value).__name__}")
+    if not math.isfinite(eps):
+        raise ValueError(f"eps must be a finite number, got {value!r}")
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {value!r}")
+    return eps
+
+
+def parse_norm_eps(text: str) -> tuple[Norm, list[float]]:
+    """``"Linf=8/255"`` or ``"L2=0.5,1.0"`` -> (Norm.Linf, [0.0313...]); ValueError when malformed."""
+    norm_text, sep, values = text.partition("=")
+    if not sep or not values.strip():
+        raise ValueError(f"expected NORM=EPS[,EPS...] (e.g. Linf=8/255), got {text!r}")
+    try:
+        norm = Norm(norm_text.strip())
+    except ValueError:
+        raise ValueError(f"unknown norm {norm_text.strip()!r}; norms are {[str(n) for n in Norm]}") from None
+    return norm, [parse_eps(v) for v in values.split(",")]
+
+
+def _distinct_eps(values: list[float]) -> list[float]:
+    seen: set[float] = set()
+    for e in values:
+        if e in seen:
+            raise ValueError(f"eps {e:g} is listed twice; each eps is one column of the leaderboard")
+        seen.add(e)
+    return sorted(values)
+
+
+Eps = Annotated[float, BeforeValidator(parse_eps)]
 
 
 class _Strict(BaseModel):
@@ -30,9 +98,9 @@ class _Strict(BaseModel):
 class DatasetRef(_Strict):
     name: str = Field(description="dataset plugin name, e.g. digits, mnist, cifar10")
     split: str = Field("test", description="split the attacks are evaluated on (models train on 'train')")
-    limit: int | None = Field(None, ge=1, description="evaluate only this many samples (after offset)")
-    offset: int = Field(0, ge=0, description="skip this many samples of the split first")
-    classes: list[int] | None = Field(
+    limit: int | None = Field(None, ge=1, le=10**9, description="evaluate only this many samples (after offset)")
+    offset: int = Field(0, ge=0, le=10**9, description="skip this many samples of the split first")
+    classes: list[Annotated[int, Field(ge=0, le=10**6)]] | None = Field(
         None, min_length=2, description="keep only these classes, relabelled 0..k-1 in this order"
     )
     params: dict[str, Any] = Field(default_factory=dict, description="the dataset plugin's own parameters")
@@ -55,9 +123,9 @@ class AttackEntry(_Strict):
     name: str = Field(pattern=NAME_PATTERN, description="name of this attack in tables (unique in the suite)")
     plugin: str = Field(description="attack plugin name (see `robench plugins`)")
     params: dict[str, Any] = Field(default_factory=dict, description="the plugin's parameters")
-    models: list[str] | None = Field(None, description="run only against these models (default: all)")
+    models: Annotated[list[str], Field(min_length=1)] | None = Field(None, description="run only against these models (default: all)")
     source: str | None = Field(None, description="for transfer attacks: the model the adversarials are crafted on")
-    batch_size: int | None = Field(None, ge=1, description="samples per attack call (default: the suite's batch_size)")
+    batch_size: int | None = Field(None, ge=1, le=BATCH_MAX, description="samples per attack call (default: the suite's batch_size)")
 
 
 class NoiseSpec(_Strict):
@@ -66,9 +134,11 @@ class NoiseSpec(_Strict):
     @field_validator("sigmas")
     @classmethod
     def _positive(cls, v):
-        bad = [s for s in v if not s > 0]
+        bad = [s for s in v if not (s > 0 and math.isfinite(s))]
         if bad:
-            raise ValueError(f"noise sigmas must be > 0, got {bad}")
+            raise ValueError(f"noise sigmas must be finite and > 0, got {bad}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"noise sigmas must be distinct (each is one column), got {v}")
         return sorted(v)
 
 
@@ -78,15 +148,15 @@ class Suite(_Strict):
     name: str = Field(pattern=NAME_PATTERN, description="suite name; also the leaderboard file name")
     description: str = Field("", description="one paragraph shown above the leaderboard")
     dataset: DatasetRef
-    seed: int = Field(0, ge=0, description="seeds training, attacks and sampling")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="seeds training, attacks and sampling")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available")
-    batch_size: int = Field(100, ge=1, description="samples per attack call; also the unit of resume")
+    batch_size: int = Field(100, ge=1, le=BATCH_MAX, description="samples per attack call; also the unit of resume")
     models: list[ModelEntry] = Field(min_length=1)
     attacks: list[AttackEntry] = Field(default_factory=list)
-    epsilons: dict[Norm, list[float]] = Field(
-        default_factory=dict, description="thresholds per norm at which robust accuracy is reported"
+    epsilons: dict[Norm, Annotated[list[Eps], AfterValidator(_distinct_eps)]] = Field(
+        default_factory=dict, description="thresholds per norm at which robust accuracy is reported (a number or a fraction such as 8/255)"
     )
-    headline: dict[Norm, float] = Field(
+    headline: dict[Norm, Eps] = Field(
         default_factory=dict, description="the eps per norm that ranks the leaderboard (default: the middle one)"
     )
     noise: NoiseSpec | None = Field(None, description="also measure accuracy under Gaussian noise")
@@ -97,28 +167,10 @@ class Suite(_Strict):
         for norm, values in v.items():
             if not values:
                 raise ValueError(f"{norm}: give at least one eps")
-            bad = [e for e in values if not e >= 0]
-            if bad:
-                raise ValueError(f"{norm}: eps must be >= 0, got {bad}")
             if norm == Norm.L0 and any(float(e) != int(e) for e in values):
                 raise ValueError(f"L0: eps counts pixels and must be whole numbers, got {values}")
             v[norm] = sorted(float(e) for e in values)
         return v
-
-    @model_validator(mode="after")
-    def _cross_refs(self):
-        for kind, entries in (("models", self.models), ("attacks", self.attacks)):
-            seen = set()
-            for e in entries:
-                if e.name in seen:
-                    raise ValueError(f"{kind}: the name {e.name!r} is used twice; names must be unique")
-                seen.add(e.name)
-        model_names = [m.name for m in self.models]
-        for a in self.attacks:
-            for ref in (a.models or []) + ([a.source] if a.source else []):
-                if ref not in model_names:
-                    raise ValueError(f"attack {a.name!r} refers to model {ref!r}; models are {model_names}")
-        return self
 
     def eps_for(self, norm: Norm) -> list[float]:
         return list(self.epsilons.get(norm, []))
@@ -157,28 +209,92 @@ def format_loc(loc: tuple | list) -> str:
     return out
 
 
+#: Deepest nesting of YAML collections a suite may use (a real suite needs about 6): deeper input
+#: would exhaust Python's recursion in the YAML reader instead of giving a message.
+MAX_DEPTH = 64
+#: Values a suite may expand to through YAML aliases (a "billion laughs" file expands to 10**9).
+MAX_VALUES = 100_000
+
+_OPEN = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken, yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken)
+_CLOSE = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+
+
+def _too_deep(text: str) -> int | None:
+    """The 1-based line where nesting first exceeds MAX_DEPTH, or None (the scanner is iterative)."""
+    depth = 0
+    for token in yaml.scan(text, Loader=yaml.SafeLoader):
+        if isinstance(token, _OPEN):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return token.start_mark.line + 1
+        elif isinstance(token, _CLOSE):
+            depth -= 1
+    return None
+
+
+def _walk_nodes(root: yaml.Node) -> tuple[dict[tuple, int], list[tuple[str, str]]]:
+    """Line of each YAML path (tuple of keys / indices), and the problems of the node graph:
+    duplicate keys (both lines), aliases that refer to themselves, alias expansion past MAX_VALUES."""
+    index: dict[tuple, int] = {}
+    problems: list[tuple[str, str]] = []
+    seen: set[int] = set()
+    stack = [(root, ())]
+    while stack:  # iterative, and each node once: aliases neither loop nor multiply the work
+        node, path = stack.pop()
+        index.setdefault(path, node.start_mark.line + 1)
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[tuple, int] = {}
+            for k, v in node.value:
+                key = k.value if isinstance(k, yaml.ScalarNode) else None
+                if key is not None and k.tag != "tag:yaml.org,2002:merge":
+                    if (k.tag, key) in first:
+                        problems.append((format_loc(path + (key,)) + f" (line {k.start_mark.line + 1})",
+                                         f"duplicate key {key!r}: already given on line {first[(k.tag, key)]}; "
+                                         "YAML would silently keep only the last one"))
+                    else:
+                        first[(k.tag, key)] = k.start_mark.line + 1
+                    index.setdefault(path + (key,), k.start_mark.line + 1)
+                stack.append((v, path + (key,)))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((v, path + (i,)) for i, v in reversed(list(enumerate(node.value))))
+    # Expanded size through aliases (memoised per node; a node met again while open is a cycle).
+    size: dict[int, int] = {}
+    open_: set[int] = set()
+    work = [(root, False)]
+    while work and not problems:
+        node, done = work.pop()
+        children = [c for kv in node.value for c in kv] if isinstance(node, yaml.MappingNode) else (
+            node.value if isinstance(node, yaml.SequenceNode) else [])
+        if done:
+            open_.discard(id(node))
+            size[id(node)] = 1 + sum(size[id(c)] for c in children)
+            if size[id(node)] > MAX_VALUES:
+                problems.append((f"line {node.start_mark.line + 1}",
+                                 f"this suite expands to more than {MAX_VALUES} values through YAML aliases (*name); write it out instead"))
+            continue
+        if id(node) in size:
+            continue
+        if id(node) in open_:
+            problems.append((f"line {node.start_mark.line + 1}", "a YAML alias (*name) refers to the collection that contains it"))
+            break
+        open_.add(id(node))
+        work.append((node, True))
+        work.extend((c, False) for c in children if id(c) not in size)
+    return index, problems
+
+
 def _line_index(text: str) -> dict[tuple, int]:
     """Map each YAML path (tuple of keys / indices) to its 1-based line number."""
-    index: dict[tuple, int] = {}
     try:
-        root = yaml.compose(text)
+        if _too_deep(text) is not None:
+            return {}
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
-        return index
-
-    def walk(node, path):
-        index[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                key = k.value
-                index[path + (key,)] = k.start_mark.line + 1
-                walk(v, path + (key,))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, v in enumerate(node.value):
-                walk(v, path + (i,))
-
-    if root is not None:
-        walk(root, ())
-    return index
+        return {}
+    return _walk_nodes(root)[0] if root is not None else {}
 
 
 def _where(lines: dict[tuple, int], loc: tuple) -> str:
@@ -189,7 +305,7 @@ def _where(lines: dict[tuple, int], loc: tuple) -> str:
 
 
 def _describe(err: dict) -> str:
-    msg = err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "missing":
         return "required field is missing"
     if err["type"] == "extra_forbidden":
@@ -217,29 +333,70 @@ def _allowed_fields(model: type[BaseModel]) -> str:
 # -- the three passes ------------------------------------------------------------------------
 
 
-def parse_yaml(text: str, path: str) -> tuple[dict, dict[tuple, int]]:
+def decode_text(raw: bytes, path: str) -> str:
+    """A suite file's bytes as text: UTF-8 (with or without BOM), else a SuiteError at the bad byte."""
     try:
-        data = yaml.safe_load(text)
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise SuiteError(path, [(f"line {line}, column {column}",
+                                 f"byte 0x{raw[exc.start]:02x} is not UTF-8 text; save the file as UTF-8")]) from None
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> tuple[str, str]:
+    mark = getattr(exc, "problem_mark", None)
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow (e.g. a NUL byte)
+        line = text.count("\n", 0, exc.position) + 1
+        ch = exc.character
+        shown = f"0x{ch:02x}" if isinstance(ch, int) else f"U+{ord(ch):04X}"
+        return (f"YAML syntax (line {line})", f"character {shown} is not allowed in YAML text")
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+    problem = getattr(exc, "problem", None) or str(exc)
+    return (f"YAML syntax ({where})", str(problem))
+
+
+def parse_yaml(text: str, path: str) -> tuple[dict, dict[tuple, int]]:
+    """Parse a suite's text; SuiteError for syntax, nesting past MAX_DEPTH, duplicate keys and
+    alias bombs, each with its line. Returns the data and the line of every YAML path."""
+    try:
+        deep = _too_deep(text)
+        if deep is not None:
+            raise SuiteError(path, [(f"line {deep}", f"collections nested more than {MAX_DEPTH} deep; a suite needs a handful of levels")])
+        loader = yaml.SafeLoader(text)
+        try:
+            root = loader.get_single_node()
+            lines, problems = _walk_nodes(root) if root is not None else ({}, [])
+            if problems:
+                raise SuiteError(path, problems)
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SuiteError(path, [(f"YAML syntax ({where})", str(problem))]) from None
+        raise SuiteError(path, [_yaml_problem(exc, text)]) from None
+    except RecursionError:  # guarded by MAX_DEPTH; kept so no input can ever surface a traceback
+        raise SuiteError(path, [("YAML", f"nested too deeply to read (more than {MAX_DEPTH} levels)")]) from None
     if not isinstance(data, dict):
         raise SuiteError(path, [("", f"a suite must be a YAML mapping (name:, dataset:, models:, ...), got {type(data).__name__}")])
-    return data, _line_index(text)
+    return data, lines
 
 
-def load_suite(path: str | Path, registry: Registry, *, text: str | None = None) -> Resolved:
-    """Read, validate and resolve a suite file; raises SuiteError listing every problem found."""
+def load_suite(path: str | Path, registry: Registry, *, text: str | None = None, data_dir: Path | None = None) -> Resolved:
+    """Read, validate and resolve a suite file; raises SuiteError listing every problem found.
+
+    With ``data_dir``, facts that need the dataset's files (the offset against the split's size, a
+    damaged file) are checked too, where the files are present."""
     path = str(path)
     if text is None:
         try:
-            text = Path(path).read_text()
+            raw = Path(path).read_bytes()
         except FileNotFoundError:
             raise SuiteError(path, [("", "file not found")]) from None
+        except IsADirectoryError:
+            raise SuiteError(path, [("", "is a folder, not a suite file")]) from None
         except OSError as exc:
-            raise SuiteError(path, [("", f"cannot read: {exc}")]) from None
+            raise SuiteError(path, [("", f"cannot read: {exc.strerror or exc}")]) from None
+        text = decode_text(raw, path)
     data, lines = parse_yaml(text, path)
     try:
         suite = Suite.model_validate(data)
@@ -249,48 +406,156 @@ def load_suite(path: str | Path, registry: Registry, *, text: str | None = None)
             if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
                 problems.append(("", f"allowed top-level fields: {_allowed_fields(Suite)}"))
                 break
+        # Report the plugin parameters and cross-references too, wherever the entries are well formed,
+        # so that one round of fixes suffices.
+        _raw_plugin_problems(data, registry, lines, problems)
+        _cross_ref_problems(data, lines, problems)
         raise SuiteError(path, problems) from None
-    return resolve(suite, registry, path, lines)
+    return resolve(suite, registry, path, lines, data_dir=data_dir)
 
 
-def resolve(suite: Suite, registry: Registry, path: str = "<suite>", lines: dict | None = None) -> Resolved:
+def _params_for(registry: Registry, kind: str, plugin: str, params: dict, loc: tuple, lines: dict,
+                problems: list[tuple[str, str]]) -> Params | None:
+    """Validate one plugin's parameters; append located problems and return None when invalid."""
+    if plugin not in registry.specs[kind]:
+        field = ("name",) if kind == "dataset" else ("plugin",)  # the suite calls it dataset.name
+        problems.append((format_loc(loc + field) + _where(lines, loc + field), registry.unknown_message(kind, plugin)))
+        return None
+    spec = registry.specs[kind][plugin]
+    try:
+        return spec.params.model_validate(params)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems(exc, loc + ("params",), lines))
+        if any(e["type"] == "extra_forbidden" for e in exc.errors()):
+            problems.append((format_loc(loc + ("params",)), f"{plugin} accepts: {_allowed_fields(spec.params)}"))
+        return None
+    except Exception as exc:  # a plugin's own validator that raised something else: still located
+        problems.append((format_loc(loc + ("params",)) + _where(lines, loc + ("params",)),
+                         f"{plugin} rejected these parameters: {type(exc).__name__}: {exc}"))
+        return None
+
+
+def _raw_plugin_problems(data: dict, registry: Registry, lines: dict, problems: list[tuple[str, str]]) -> None:
+    """The parameter checks of every well-formed entry of a suite whose structure did not validate."""
+    ds = data.get("dataset")
+    if isinstance(ds, dict) and isinstance(ds.get("name"), str) and isinstance(ds.get("params", {}), dict):
+        _params_for(registry, "dataset", ds["name"], ds.get("params", {}), ("dataset",), lines, problems)
+    for kind, key in (("model", "models"), ("attack", "attacks")):
+        entries = data.get(key)
+        for i, e in enumerate(entries if isinstance(entries, list) else []):
+            if isinstance(e, dict) and isinstance(e.get("plugin"), str) and isinstance(e.get("params", {}), dict):
+                _params_for(registry, kind, e["plugin"], e.get("params", {}), (key, i), lines, problems)
+
+
+def _cross_ref_problems(doc: dict, lines: dict, problems: list[tuple[str, str]]) -> None:
+    """Unique names, and attacks' models / source naming models of the suite (on raw or dumped data)."""
+    def entries(key):
+        v = doc.get(key)
+        return [(i, e) for i, e in enumerate(v if isinstance(v, list) else []) if isinstance(e, dict)]
+
+    for key in ("models", "attacks"):
+        first: dict[str, int] = {}
+        for i, e in entries(key):
+            name = e.get("name")
+            if not isinstance(name, str):
+                continue
+            if name in first:
+                problems.append((f"{key}[{i}].name" + _where(lines, (key, i, "name")),
+                                 f"the name {name!r} is used twice (also by {key}[{first[name]}]); names must be unique"))
+            else:
+                first[name] = i
+    model_names = [e["name"] for _, e in entries("models") if isinstance(e.get("name"), str)]
+    for i, a in entries("attacks"):
+        refs = a.get("models")
+        for j, ref in enumerate(refs if isinstance(refs, list) else []):
+            if isinstance(ref, str) and ref not in model_names:
+                problems.append((f"attacks[{i}].models[{j}]" + _where(lines, ("attacks", i, "models", j)),
+                                 f"refers to model {ref!r}, which is not in this suite; models are {model_names}"))
+        src = a.get("source")
+        if isinstance(src, str) and src not in model_names:
+            problems.append((f"attacks[{i}].source" + _where(lines, ("attacks", i, "source")),
+                             f"refers to model {src!r}, which is not in this suite; models are {model_names}"))
+
+
+def eps_limits(input_shape: tuple[int, ...]) -> dict[Norm, float]:
+    """The largest eps per norm that can still matter for inputs in the [0, 1] box of this shape:
+    Linf 1, L2 sqrt(numel), L1 numel, L0 the number of pixels (L0 counts pixels, not channels)."""
+    numel = math.prod(input_shape)
+    pixels = math.prod(input_shape[1:]) if len(input_shape) >= 2 else numel
+    return {Norm.Linf: 1.0, Norm.L2: math.sqrt(numel), Norm.L1: float(numel), Norm.L0: float(pixels)}
+
+
+def _dataset_problems(suite: Suite, registry: Registry, dataset_params: Params, lines: dict,
+                      problems: list[tuple[str, str]], data_dir: Path | None) -> tuple[int, ...] | None:
+    """Split, classes, offset (when the data files are present) from the dataset plugin; returns the
+    input shape when the plugin can tell it without its files, else None."""
+    ref = suite.dataset
+    try:
+        dataset = registry.specs["dataset"][ref.name].factory(dataset_params)
+    except Exception as exc:
+        problems.append(("dataset.params" + _where(lines, ("dataset", "params")), f"{ref.name} rejected these parameters: {exc}"))
+        return None
+    try:
+        splits = list(dataset.splits)
+    except Exception:  # splits derived from files or another plugin that cannot answer now
+        splits = None
+    if splits is not None and ref.split not in splits:
+        problems.append(("dataset.split" + _where(lines, ("dataset", "split")),
+                         f"{ref.name} has splits {splits}, not {ref.split!r}"))
+    try:
+        info = dataset.info()
+    except Exception:  # e.g. an image folder whose classes come from its files: checked at run time
+        return None
+    if ref.classes:
+        for j, c in enumerate(ref.classes):
+            if c >= info.num_classes:
+                problems.append((f"dataset.classes[{j}]" + _where(lines, ("dataset", "classes", j)),
+                                 f"class {c} is not in 0..{info.num_classes - 1} ({ref.name} has {info.num_classes} classes)"))
+    if data_dir is not None and (splits is None or ref.split in splits):
+        try:
+            n = dataset.size(ref.split, Path(data_dir))
+        except UserInputError as exc:  # a data file that is damaged: name it now, not at run time
+            problems.append(("dataset.name" + _where(lines, ("dataset", "name")), str(exc)))
+            n = None
+        except Exception:  # a plugin's size() that cannot answer: the run checks again
+            n = None
+        if n is not None and ref.offset >= n:
+            problems.append(("dataset.offset" + _where(lines, ("dataset", "offset")),
+                             f"offset {ref.offset} is past the end of {ref.name}'s {ref.split} split ({n} samples)"))
+    return tuple(info.input_shape)
+
+
+def resolve(suite: Suite, registry: Registry, path: str = "<suite>", lines: dict | None = None, *,
+            data_dir: Path | None = None) -> Resolved:
+    """Check everything that needs the plugins: names, parameters, cross-references, eps against
+    what the input box allows, dataset split and classes, and (given ``data_dir`` holding the
+    files) the offset against the split's size. Raises one SuiteError listing every problem."""
     lines = lines or {}
     problems: list[tuple[str, str]] = []
+    _cross_ref_problems(suite.model_dump(mode="json"), lines, problems)
 
-    def params_for(kind: str, plugin: str, params: dict, loc: tuple):
-        if plugin not in registry.specs[kind]:
-            problems.append((format_loc(loc + ("plugin",)) + _where(lines, loc + ("plugin",)), registry.unknown_message(kind, plugin)))
-            return None
-        spec = registry.specs[kind][plugin]
-        try:
-            return spec.params.model_validate(params)
-        except ValidationError as exc:
-            problems.extend(_pydantic_problems(exc, loc + ("params",), lines))
-            if any(e["type"] == "extra_forbidden" for e in exc.errors()):
-                problems.append((format_loc(loc + ("params",)), f"{plugin} accepts: {_allowed_fields(spec.params)}"))
-            return None
-        except Exception as exc:  # a plugin's own validator that raised something else: still located
-            problems.append((format_loc(loc + ("params",)) + _where(lines, loc + ("params",)),
-                             f"{plugin} rejected these parameters: {type(exc).__name__}: {exc}"))
-            return None
-
-    dataset_params = params_for("dataset", suite.dataset.name, suite.dataset.params, ("dataset",))
-    if dataset_params is None and suite.dataset.name not in registry.specs["dataset"]:
-        # params_for reported it under dataset.plugin; the suite calls the field dataset.name.
-        loc, msg = problems.pop()
-        problems.append(("dataset.name" + _where(lines, ("dataset", "name")), msg))
+    dataset_params = _params_for(registry, "dataset", suite.dataset.name, suite.dataset.params, ("dataset",), lines, problems)
+    shape = None
+    if dataset_params is not None:
+        shape = _dataset_problems(suite, registry, dataset_params, lines, problems, data_dir)
     model_params = {}
     for i, m in enumerate(suite.models):
-        p = params_for("model", m.plugin, m.params, ("models", i))
+        p = _params_for(registry, "model", m.plugin, m.params, ("models", i), lines, problems)
         if p is not None:
             model_params[m.name] = p
     attack_params = {}
     for i, a in enumerate(suite.attacks):
-        p = params_for("attack", a.plugin, a.params, ("attacks", i))
+        p = _params_for(registry, "attack", a.plugin, a.params, ("attacks", i), lines, problems)
+        spec = registry.specs["attack"].get(a.plugin)
+        if spec is not None and "transfer" in spec.factory.needs and not a.source:
+            problems.append((f"attacks[{i}].source" + _where(lines, ("attacks", i)), f"{a.plugin} is a transfer attack: name the source model with source: <model name>"))
+        if spec is not None and a.source and "transfer" not in spec.factory.needs:
+            problems.append((f"attacks[{i}].source" + _where(lines, ("attacks", i, "source")),
+                             f"{a.plugin} is not a transfer attack and would ignore source:; remove it (only transfer attacks craft on another model)"))
         if p is None:
             continue
         attack_params[a.name] = p
-        factory = registry.specs["attack"][a.plugin].factory
+        factory = spec.factory
         try:
             attack = factory(p)
         except Exception as exc:  # a constructor that rejects a parameter combination
@@ -301,11 +566,23 @@ def resolve(suite: Suite, registry: Registry, path: str = "<suite>", lines: dict
                 (f"attacks[{i}]" + _where(lines, ("attacks", i)),
                  f"{a.name} is a bounded {attack.norm} attack, but epsilons has no {attack.norm} list; add e.g. epsilons: {{{attack.norm}: [...]}}")
             )
-        if "transfer" in factory.needs and not a.source:
-            problems.append((f"attacks[{i}].source" + _where(lines, ("attacks", i)), f"{a.plugin} is a transfer attack: name the source model with source: <model name>"))
+    limits = eps_limits(shape) if shape else {Norm.Linf: 1.0}
+    for norm, values in suite.epsilons.items():
+        limit = limits.get(norm)
+        too_big = [e for e in values if limit is not None and e > limit]
+        if too_big:
+            why = "every Linf perturbation of an image in [0, 1] fits within 1" if norm == Norm.Linf else \
+                f"no two inputs of shape {'x'.join(map(str, shape))} in the [0, 1] box are further apart"
+            problems.append((f"epsilons.{norm}" + _where(lines, ("epsilons", str(norm))),
+                             f"eps {', '.join(f'{e:g}' for e in too_big)} beyond what the [0, 1] box allows for {norm} "
+                             f"(at most {limit:g}: {why})"))
     for norm, eps in suite.headline.items():
+        where = f"headline.{norm}" + _where(lines, ("headline", str(norm)))
         if norm not in suite.epsilons:
-            problems.append((f"headline.{norm}", f"no epsilons given for {norm}"))
+            problems.append((where, f"no epsilons given for {norm}"))
+        elif eps not in suite.epsilons[norm]:
+            problems.append((where, f"{eps:g} is not one of epsilons.{norm} {[float(f'{e:g}') for e in suite.epsilons[norm]]}; "
+                                    "the headline ranks by one of those columns"))
     if problems:
         raise SuiteError(path, problems)
     return Resolved(suite, path, dataset_params, model_params, attack_params)

@@ -41,7 +41,7 @@ class SubstituteParams(robench.Params):
     substitute: Literal["mlp", "cnn"] = Field("mlp", description="mlp: two hidden layers; cnn: 4 conv blocks (32/64/128/256)")
     hidden: int = Field(200, ge=1, description="units per hidden layer of the mlp substitute")
     activation: Literal["sigmoid", "relu"] = Field("sigmoid", description="activation of the mlp substitute (papers' text: sigmoid)")
-    epochs: int = Field(20, ge=1, description="training epochs over the substitute's data in each round")
+    epochs: int = Field(20, ge=1, le=10_000, description="training epochs over the substitute's data in each round")
     batch_size: int = Field(128, ge=1, description="minibatch size of substitute training")
     lr: float = Field(1e-4, gt=0, description="Adam learning rate of substitute training")
     craft: Literal["fgsm", "pgd"] = Field("fgsm", description="white-box attack run on the substitute")

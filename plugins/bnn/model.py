@@ -50,7 +50,7 @@ class BNNParams(robench.Params):
         (256, 256), min_length=1, description="widths of the binarized hidden layers (the 01-loss paper: one layer of 20)"
     )
     batch_norm: bool = Field(True, description="batch normalisation after every binarized layer (standard for BNNs)")
-    epochs: int = Field(20, ge=1, description="passes over the training data")
+    epochs: int = Field(20, ge=1, le=10_000, description="passes over the training data")
     batch_size: int = Field(128, ge=1, description="examples per optimisation step")
     lr: float = Field(1e-2, gt=0, description="Adam learning rate (latent weights are clipped to [-1, 1])")
     lr_decay: float = Field(0.95, gt=0, le=1, description="learning rate factor per epoch")

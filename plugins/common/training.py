@@ -46,7 +46,7 @@ class AdversarialParams(robench.Params):
 class TrainParams(robench.Params):
     """Optimisation settings common to every torch model plugin."""
 
-    epochs: int = Field(20, ge=1, description="passes over the training data")
+    epochs: int = Field(20, ge=1, le=10_000, description="passes over the training data")
     batch_size: int = Field(128, ge=1, description="examples per optimisation step")
     lr: float = Field(1e-3, gt=0, description="peak learning rate")
     optimizer: Literal["adam", "sgd"] = Field("adam", description="adam, or sgd with momentum")

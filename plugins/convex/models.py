@@ -164,7 +164,7 @@ class MLPSigmoidParams(TrainParams):
     hidden: int = Field(20, ge=1, description="sigmoid hidden units")
     votes: int = Field(1, ge=1, description="1: a single net; > 1: majority vote of nets trained on bootstrap samples")
     # the papers' protocol as defaults
-    epochs: int = Field(100, ge=1, description="passes over the training data")
+    epochs: int = Field(100, ge=1, le=10_000, description="passes over the training data")
     batch_size: int = Field(200, ge=1, description="examples per SGD step")
     lr: float = Field(0.01, gt=0, description="SGD learning rate")
     optimizer: Literal["adam", "sgd"] = Field("sgd", description="sgd (with momentum) as in the papers, or adam")

@@ -406,7 +406,8 @@ class SaturatedParams(robench.Params):
     base: str = Field(description="the dataset plugin whose images are saturated (e.g. cifar10)")
     base_params: dict[str, Any] = Field(default_factory=dict, description="that plugin's parameters")
     p: float = Field(
-        float("inf"), ge=2, description="saturation exponent: 2 leaves images unchanged, larger pushes pixels towards 0 and 1, .inf binarizes"
+        float("inf"), ge=2, json_schema_extra={"allow_inf": True},
+        description="saturation exponent: 2 leaves images unchanged, larger pushes pixels towards 0 and 1, .inf binarizes",
     )
 
 
