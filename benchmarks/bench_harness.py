@@ -21,7 +21,9 @@ import torch
 
 from robench.api import Context
 from robench.plugins import load_registry
-from robench.runner import Runner, RunOptions, _seed_everything, _batch_seed
+from robench.data import load_eval_data
+from robench.run import RunOptions, Runner
+from robench.seeds import batch_seed, seed_everything
 from robench.suite import load_suite
 
 SUITE = """\
@@ -56,13 +58,10 @@ def main() -> None:
     # Train once (cached) and get the exact model and data the harness uses.
     Runner(resolved, reg, RunOptions(out_dir=tmp / "warm", **opts)).run()
     runner = Runner(resolved, reg, RunOptions(out_dir=tmp / "probe", **opts))
-    from robench.runner import load_eval_data, model_key
-
     data = load_eval_data(resolved, reg, tmp, None)
-    runner.model_keys["mlp"] = model_key(resolved, reg, "mlp", runner.device)
-    model = runner._get_model("mlp", data.info)
+    runner.pool.compute_keys()
+    model = runner.pool.load("mlp", data.info)
     cell = runner.plan()[0]
-    runner.model_keys  # noqa: B018
     key = runner.cell_key(cell)
     attack = reg.get("attack", "pgd").factory(resolved.attack_params["pgd"])
     ctx = Context(device=runner.device, seed=0)
@@ -74,7 +73,7 @@ def main() -> None:
 
     def direct() -> None:
         for start in range(0, len(data.x), 100):
-            _seed_everything(_batch_seed(0, key, start))
+            seed_everything(batch_seed(0, key, start))
             attack.run(model, data.x[start : start + 100], data.y[start : start + 100], eps=args.eps, ctx=ctx)
 
     def harness(i: int):

@@ -171,7 +171,8 @@ def run(
     2 invalid input, 130 interrupted.
     """
     from .data import resolve_data_dir
-    from .runner import RunOptions, default_cache_dir, run_suite
+    from .models import default_cache_dir
+    from .run import RunOptions, run_suite
     from .suite import load_suite
 
     from .errors import UserInputError
@@ -183,7 +184,7 @@ def run(
         resolved = load_suite(suite, reg)
         out_dir = out or Path("runs") / resolved.suite.name
         from .executors import make_executor
-        from .runner import parse_shard
+        from .plan import parse_shard
 
         options = RunOptions(out_dir=out_dir, data_dir=resolve_data_dir(data_dir), cache_dir=cache_dir or default_cache_dir(),
                              limit=limit, device=device, retrain=retrain, shard=parse_shard(shard) if shard else None,

@@ -1,12 +1,23 @@
-"""Where datasets live on disk, and how files get there (``robench data import``)."""
+"""Where datasets live on disk, how files get there (``robench data import``), and how a suite's
+evaluation slice and training split are loaded and checked."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import torch
+
+from .api import DatasetInfo
 from .errors import DataMissingError, UserInputError
+
+if TYPE_CHECKING:
+    from .plugins import Registry
+    from .suite import Resolved
 
 ENV_VAR = "ROBENCH_DATA"
 DEFAULT_DIR = Path("~/.cache/robench/data")
@@ -48,3 +59,62 @@ def import_file(src: str | os.PathLike, data_dir: Path) -> Path:
     shutil.copyfile(src, tmp)
     os.replace(tmp, dest)  # atomic: a half-copied file never looks like data
     return dest
+
+
+# -- the suite's data ---------------------------------------------------------------------------
+
+
+def select_classes(x: torch.Tensor, y: torch.Tensor, classes: list[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep only ``classes``, relabelled 0..k-1 in the given order."""
+    if not classes:
+        return x, y
+    mapping = torch.full((int(max(int(y.max()), max(classes))) + 1,), -1, dtype=torch.int64)
+    for new, old in enumerate(classes):
+        mapping[old] = new
+    keep = mapping[y] >= 0
+    return x[keep], mapping[y[keep]]
+
+
+@dataclass
+class EvalData:
+    info: DatasetInfo
+    x: torch.Tensor
+    y: torch.Tensor
+    indices: list[int]  # position of each sample in the split (after offset)
+    sha256: list[str]
+
+
+def load_eval_data(resolved: Resolved, registry: Registry, data_dir: Path, limit: int | None) -> EvalData:
+    from .counting import check_batch, check_labels
+
+    ref = resolved.suite.dataset
+    dataset = registry.get("dataset", ref.name).factory(resolved.dataset_params)
+    info = dataset.info()
+    if ref.classes:
+        bad = [c for c in ref.classes if not 0 <= c < info.num_classes]
+        if bad:
+            raise UserInputError(f"dataset.classes: {bad} not in 0..{info.num_classes - 1} for {ref.name}")
+        info = DatasetInfo(info.name, info.input_shape, tuple(info.class_names[c] for c in ref.classes))
+    if ref.split not in dataset.splits:
+        raise UserInputError(f"dataset.split: {ref.name} has splits {list(dataset.splits)}, not {ref.split!r}")
+    x, y = dataset.load(ref.split, data_dir)
+    check_batch(x, f"dataset {ref.name}", info.input_shape)
+    check_labels(x, y, dataset.info().num_classes, f"dataset {ref.name}")
+    x, y = select_classes(x, y, ref.classes)
+    n = limit if limit is not None else ref.limit
+    end = len(x) if n is None else min(len(x), ref.offset + n)
+    x, y = x[ref.offset : end].contiguous(), y[ref.offset : end].contiguous()
+    shas = [hashlib.sha256(xi.numpy().tobytes()).hexdigest() for xi in x]
+    return EvalData(info, x, y, list(range(len(x))), shas)
+
+
+def load_train_data(resolved: Resolved, registry: Registry, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training split models are fitted on (checked like the evaluation data, same classes)."""
+    from .counting import check_batch, check_labels
+
+    ref = resolved.suite.dataset
+    dataset = registry.get("dataset", ref.name).factory(resolved.dataset_params)
+    x, y = dataset.load("train", data_dir)
+    check_batch(x, f"dataset {ref.name} (train split)", dataset.info().input_shape)
+    check_labels(x, y, dataset.info().num_classes, f"dataset {ref.name} (train split)")
+    return select_classes(x, y, ref.classes)

@@ -55,7 +55,7 @@ def samples_digest(db: sqlite3.Connection) -> str:
 
 def _open_source(path: Path) -> sqlite3.Connection:
     """A source store, validated as a robench store, opened read-only."""
-    from .runner import check_store_file
+    from .store import check_store_file
 
     check_store_file(path)  # read-only: a foreign file is left untouched
     Store(path, create=False).close()  # schema version
@@ -72,7 +72,8 @@ def _differences(a: dict, b: dict, columns: tuple[str, ...]) -> list[str]:
 
 
 def merge_stores(sources: list[Path], into: Path) -> MergeReport:
-    from .runner import StoreLock, check_output_dir
+    from .paths import check_output_dir
+    from .store import StoreLock
 
     sources = [Path(p) for p in sources]
     into = Path(into)

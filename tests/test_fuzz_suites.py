@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 from robench.cli import app
 from robench.errors import SuiteError, UserInputError
 from robench.plugins import get_registry
-from robench.runner import RunOptions, Runner, load_eval_data
+from robench.data import load_eval_data
+from robench.run import RunOptions, Runner
 from robench.suite import load_suite
 
 PLUGINS = ("reliability_plugins",)
@@ -129,7 +130,7 @@ def test_mutated_suites_are_accepted_or_rejected_with_locations(registry, tmp_pa
     try:
         runner = Runner(resolved, registry, RunOptions(out_dir=tmp_path / "out", data_dir=tmp_path, plugins=PLUGINS))
         data = load_eval_data(resolved, registry, tmp_path, None)
-        from robench.runner import model_key
+        from robench.models import model_key
 
         for m in resolved.suite.models:
             runner.model_keys[m.name] = model_key(resolved, registry, m.name, runner.device)

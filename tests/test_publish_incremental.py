@@ -9,7 +9,7 @@ from pathlib import Path
 
 from robench.report import diff_results, load_results
 from robench.plugins import load_registry
-from robench.runner import RunOptions, run_suite
+from robench.run import RunOptions, run_suite
 from robench.suite import load_suite
 
 SUITE = """

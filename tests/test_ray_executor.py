@@ -15,7 +15,7 @@ ray = pytest.importorskip("ray")
 
 from robench.executors import RayExecutor  # noqa: E402
 from robench.plugins import get_registry  # noqa: E402
-from robench.runner import Reporter, RunOptions, run_suite  # noqa: E402
+from robench.run import Reporter, RunOptions, run_suite  # noqa: E402
 from robench.suite import load_suite  # noqa: E402
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ import pytest
 
 from robench.errors import RobenchError
 from robench.plugins import get_registry
-from robench.runner import RunOptions, run_suite
+from robench.run import RunOptions, run_suite
 from robench.suite import load_suite
 
 PLUGINS = ("reliability_plugins",)

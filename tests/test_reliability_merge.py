@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from robench.cli import app
 from robench.plugins import get_registry
-from robench.runner import RunOptions, parse_shard, run_suite, select_shard
+from robench.plan import parse_shard, select_shard
+from robench.run import RunOptions, run_suite
 from robench.suite import load_suite
 from robench.errors import UserInputError
 

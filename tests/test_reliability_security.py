@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from robench.cli import app
 from robench.errors import UserInputError
 from robench.plugins import get_registry
-from robench.runner import RunOptions, run_suite
+from robench.run import RunOptions, run_suite
 from robench.suite import load_suite
 
 REPO = Path(__file__).resolve().parents[1]

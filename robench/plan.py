@@ -1,0 +1,77 @@
+"""Suite -> cells (model x attack x eps), the key of each cell, and shards of the plan.
+
+A cell is the unit of resume and of failure isolation: its key hashes everything that determines
+its results (dataset slice, model key, attack config, eps, seed, plugin versions, batch size),
+but not ``limit``, so a larger ``--limit`` extends a run instead of restarting it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import UserInputError
+from .plugins import Registry, plugin_version
+from .seeds import stable_hash
+from .suite import Resolved
+
+
+def plan_cells(resolved: Resolved, registry: Registry) -> list[dict[str, Any]]:
+    """Every cell of the suite, in run order: dicts of model and attack entry, spec, norm, eps, kind."""
+    suite = resolved.suite
+    cells = []
+    for m in suite.models:
+        for a in suite.attacks:
+            if a.models is not None and m.name not in a.models:
+                continue
+            spec = registry.get("attack", a.plugin)
+            attack = spec.factory(resolved.attack_params[a.name])
+            # the instance's kind: a wrapper (e.g. transfer) takes the kind of the attack it wraps
+            eps_list = suite.eps_for(attack.norm) if attack.kind == "bounded" else [None]
+            for eps in eps_list:
+                cells.append({"model": m, "attack": a, "spec": spec, "norm": attack.norm, "eps": eps, "kind": attack.kind})
+    return cells
+
+
+def cell_key(resolved: Resolved, c: dict[str, Any], model_keys: dict[str, str]) -> str:
+    a = c["attack"]
+    s = resolved.suite
+    return stable_hash({
+        "suite": s.name,
+        "dataset": {k: v for k, v in s.dataset.model_dump(mode="json").items() if k != "limit"},
+        # Names too: two entries with the same configuration are two rows of the leaderboard.
+        "model_name": c["model"].name,
+        "attack_name": a.name,
+        "model": model_keys[c["model"].name],
+        "attack": a.plugin,
+        "attack_version": plugin_version(c["spec"]),
+        "attack_params": resolved.attack_params[a.name].model_dump(mode="json"),
+        "eps": c["eps"],
+        "source": model_keys.get(a.source) if a.source else None,
+        "seed": s.seed,
+        "batch_size": a.batch_size or s.batch_size,
+    })
+
+
+def cell_label(c: dict[str, Any]) -> str:
+    """How a cell is named in progress output and errors: ``model / attack @ norm eps``."""
+    eps = c["eps"]
+    return f"{c['model'].name} / {c['attack'].name}" + (f" @ {c['norm']} {eps:g}" if eps is not None else "")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 1 <= i <= n."""
+    try:
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise UserInputError(f"--shard must look like i/n (e.g. 1/4), not {text!r}") from None
+    if not 1 <= i <= n:
+        raise UserInputError(f"--shard {text}: need 1 <= i <= n")
+    return i, n
+
+
+def select_shard(cells: list, shard: tuple[int, int] | None) -> list:
+    """Share i of n: the suite's cells dealt round-robin in plan order, so shards differ by at most one cell."""
+    if shard is None:
+        return cells
+    i, n = shard
+    return cells[i - 1 :: n]
