@@ -11,10 +11,11 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.text import Text
 
 from . import __version__
 from .errors import RobenchError
+from .terminal import HiddenWarnings, message, plain, quiet_library_warnings
 
 app = typer.Typer(
     help="robench: benchmark the adversarial robustness of models with plugin defenses, attacks and datasets.\n\n"
@@ -22,14 +23,18 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: rich markup mode would eat every "[default: ...]" and "robench[tf]" as markup tags,
+    # print flags as <bool> and keep the docstrings' hard line breaks; click rewraps paragraphs to the terminal.
+    rich_markup_mode=None,
 )
-data_app = typer.Typer(help="Manage local dataset files (robench never downloads at run time).", no_args_is_help=True)
+data_app = typer.Typer(help="Manage local dataset files (robench never downloads at run time).", no_args_is_help=True,
+                       rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 
 console = Console()
 err_console = Console(stderr=True)
 
-PluginOpt = typer.Option(None, "--plugin", "-p", help="Import this module as an extra plugin (repeatable), e.g. my_pkg.robench_plugin")
+PluginOpt = typer.Option(None, "--plugin", "-p", metavar="MODULE", help="Import this module as an extra plugin (repeatable), e.g. my_pkg.robench_plugin")
 DataDirOpt = typer.Option(None, "--data-dir", help="Folder with dataset files [default: $ROBENCH_DATA, else ~/.cache/robench/data]")
 
 
@@ -40,17 +45,28 @@ def _registry(plugins: Optional[List[str]]):
         warnings.simplefilter("always")
         reg = get_registry(plugins or [])
     for origin, error in reg.broken:
-        err_console.print(f"[yellow]warning:[/yellow] plugin {origin} failed to load: {error}")
+        err_console.print(Text.assemble(("warning:", "yellow"), f" plugin {origin} failed to load: {error}"))
     return reg
 
 
 def _fail(exc: RobenchError) -> None:
-    err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+    err_console.print(Text.assemble(("error:", "red"), f" {exc}"), highlight=False)  # a Text: brackets in exc stay
     raise typer.Exit(exc.exit_code)
 
 
+_hidden_warnings: list[HiddenWarnings] = []  # the warnings kept out of the output by the running command
+
+
+def _print_hidden_warnings() -> None:
+    """One line saying how many library warnings were kept out of the output (if any)."""
+    if _hidden_warnings and _hidden_warnings[-1].summary():
+        err_console.print(Text(_hidden_warnings[-1].summary(), style="dim"), soft_wrap=True)
+
+
 @app.callback(invoke_without_command=True)
-def _main(version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
+def _main(ctx: typer.Context, version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
+    # eagerpy's, foolbox's, torch's UserWarnings are counted, not printed into tables and logs
+    _hidden_warnings[:] = [ctx.with_resource(quiet_library_warnings())]
     if version:
         console.print(f"robench {__version__}")
         raise typer.Exit(0)
@@ -65,10 +81,10 @@ class RichReporter:
         self.task = None
 
     def phase(self, text: str) -> None:
-        self.p.console.print(f"[dim]{text}[/dim]")
+        self.p.console.print(message(text, style="dim"))
 
     def log(self, text: str) -> None:
-        self.p.console.print(text)
+        self.p.console.print(message(text))  # robench's style tags only: other brackets stay literal
 
     def start_cells(self, total: int) -> None:
         self.overall = self.p.add_task("[bold]all cells", total=total)
@@ -85,7 +101,7 @@ class RichReporter:
             return
         task = next(t for t in self.p.tasks if t.id == self.task)
         self.p.remove_task(self.task)
-        self.p.console.print(f"  {task.description}: {status}")
+        self.p.console.print(Text.assemble(f"  {task.description}: ", message(status)))
         self.task = None
         if self.overall is not None and not task.description.startswith("train "):
             self.p.advance(self.overall)
@@ -104,14 +120,15 @@ class LineReporter:
         self.total = 1
         self.started = self.last = 0.0
 
-    def _say(self, text: str, markup: bool = False) -> None:
-        self.c.print(text, highlight=False, markup=markup, soft_wrap=True)  # one line, however long
+    def _say(self, text: str) -> None:
+        # one line, however long; the runner's style tags ([red]...) are dropped, every other bracket kept
+        self.c.print(plain(text), highlight=False, markup=False, soft_wrap=True)
 
     def phase(self, text: str) -> None:
         self._say(text)
 
     def log(self, text: str) -> None:
-        self._say(text, markup=True)  # the runner's messages may carry rich markup ([red]...)
+        self._say(text)
 
     def start_cells(self, total: int) -> None:
         self.cells_total = total
@@ -162,7 +179,7 @@ def run(
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Ray: cells in flight at once [default: the cluster's CPUs]"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray: join this cluster (e.g. auto, ray://head:10001) [default: $RAY_ADDRESS, else start a local one]"),
     gpus_per_cell: Optional[float] = typer.Option(None, "--gpus-per-cell", min=0, help="Ray: GPUs each cell asks for [default: 1 when the device is cuda, else 0]"),
-    shard: Optional[str] = typer.Option(None, "--shard", help="Run only share i of n of the cells (i/n, e.g. 2/4); merge the stores with robench merge"),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help="Run only share i of n of the cells (i/n, e.g. 2/4); merge the stores with robench merge"),
 ) -> None:
     """Run every model of a suite against every attack; store per-sample results; print the leaderboard.
 
@@ -208,18 +225,24 @@ def run(
         raise typer.Exit(130)
     err_console.print(
         f"{summary.cells_total} cells: {summary.cells_done} run, {summary.cells_skipped} already stored, "
-        f"{len(summary.cells_failed)} failed · {wall:.1f}s · results in {summary.store_path}"
+        f"{len(summary.cells_failed)} failed · {wall:.1f}s · results in {summary.store_path}", markup=False, soft_wrap=True,
     )
     if leaderboard:
         from .report import load_results, to_markdown
 
         for res in load_results(summary.store_path):
             if res.suite == resolved.suite.name:
-                sys.stdout.write(to_markdown(res))
+                if console.is_terminal:  # tables on a terminal, markdown in a pipe or a file
+                    from .terminal import print_leaderboard
+
+                    print_leaderboard(console, res, str(summary.store_path))
+                else:
+                    sys.stdout.write(to_markdown(res))
     for name, err in summary.models_failed:
-        err_console.print(f"[red]model {name} failed:[/red]\n{err}")
+        err_console.print(Text.assemble((f"model {name} failed:", "red"), f"\n{err}"))
     for label, err in summary.cells_failed:
-        err_console.print(f"[red]cell {label} failed:[/red]\n{err}")
+        err_console.print(Text.assemble((f"cell {label} failed:", "red"), f"\n{err}"))
+    _print_hidden_warnings()
     if not summary.ok:
         raise typer.Exit(1)
 
@@ -237,7 +260,7 @@ def validate(
     except RobenchError as exc:
         _fail(exc)
     s = resolved.suite
-    console.print(f"[green]ok[/green]: {suite} — suite {s.name!r}: {len(s.models)} model(s), {len(s.attacks)} attack(s), dataset {s.dataset.name}")
+    console.print(Text.assemble(("ok", "green"), f": {suite} — suite {s.name!r}: {len(s.models)} model(s), {len(s.attacks)} attack(s), dataset {s.dataset.name}"))
 
 
 @app.command()
@@ -247,26 +270,20 @@ def plugins(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also list every parameter with its default"),
 ) -> None:
     """List every plugin robench can use, with kind, origin (built-in or distribution + version) and description."""
+    from .errors import UserInputError
+    from .terminal import KIND_ORDER, plugin_listing
+
     try:
+        if kind is not None and kind not in KIND_ORDER:
+            raise UserInputError(f"--kind must be one of {', '.join(KIND_ORDER)}, not {kind!r}")
         reg = _registry(plugin)
     except RobenchError as exc:
         _fail(exc)
-    table = Table(title="robench plugins", show_lines=False)
-    for col in ("kind", "name", "origin", "capabilities", "description"):
-        table.add_column(col, overflow="fold")
-    for spec in reg.all():
-        if kind and spec.kind != kind:
-            continue
-        caps = spec.capabilities()
-        cap_text = ", ".join(f"{k}={'/'.join(v) if isinstance(v, list) else v}" for k, v in caps.items())
-        desc = spec.description
-        if verbose:
-            fields = spec.params.model_fields
-            desc += "".join(f"\n  {n} = {f.default!r}: {f.description or ''}" for n, f in fields.items())
-        table.add_row(spec.kind, spec.name, spec.origin, cap_text, desc)
-    console.print(table)
+    # one block per plugin (wrapped at spaces, at any width) rather than a table whose columns fold words
+    for line in plugin_listing(console, [s for s in reg.all() if kind is None or s.kind == kind], verbose=verbose):
+        console.print(line, soft_wrap=True)
     for origin, error in reg.broken:
-        console.print(f"[red]broken[/red] {origin}: {error}")
+        console.print(Text.assemble(("broken", "red"), f" {origin}: {error}"))
 
 
 @app.command()
@@ -294,7 +311,7 @@ def merge(
 @app.command("leaderboard")
 def leaderboard_cmd(
     source: Path = typer.Argument(..., help="A results.sqlite file, or a folder holding runs"),
-    format: str = typer.Option("md", "--format", "-f", help="md, json or csv"),
+    format: Optional[str] = typer.Option(None, "--format", "-f", help="table, md, json or csv [default: table on a terminal, else md]"),
     suite: Optional[str] = typer.Option(None, "--suite", help="Only this suite"),
 ) -> None:
     """Print the leaderboard of stored results."""
@@ -302,14 +319,21 @@ def leaderboard_cmd(
     from .report import load_results, to_csv, to_json, to_markdown
 
     try:
-        if format not in ("md", "json", "csv"):
-            raise UserInputError(f"--format must be md, json or csv, not {format!r}")
+        if format is None:
+            format = "table" if console.is_terminal else "md"
+        if format not in ("table", "md", "json", "csv"):
+            raise UserInputError(f"--format must be table, md, json or csv, not {format!r}")
         results = [r for r in load_results(source) if suite is None or r.suite == suite]
         if not results:
             raise UserInputError(f"no suite {suite!r} in {source}")
     except RobenchError as exc:
         _fail(exc)
-    if format == "md":
+    if format == "table":
+        from .terminal import print_leaderboard
+
+        for r in results:
+            print_leaderboard(console, r, str(source))
+    elif format == "md":
         sys.stdout.write("\n".join(to_markdown(r) for r in results))
     elif format == "json":
         sys.stdout.write(to_json(results) + "\n")

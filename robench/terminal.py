@@ -1,0 +1,315 @@
+"""What the `robench` command prints on a terminal: plugin listings, leaderboards as rich tables,
+messages whose markup must not leak into pipes, and library warnings kept out of the output.
+
+Everything here renders to a :class:`rich.console.Console`; on a terminal it is styled, in a pipe or
+a log it is the same text without escape codes. Nothing here is ever split inside a word: text wraps
+at spaces, and a table too wide for the console is cut into several stacked tables (each repeating
+the row's identity columns) instead of folding its cells.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+from rich import box
+from rich.console import Console, RenderableType
+from rich.measure import Measurement
+from rich.table import Table as RichTable
+from rich.text import Text
+
+# -- messages ------------------------------------------------------------------------------------
+
+# The only markup robench's own messages use; anything else in brackets (robench[tf], x[0], a
+# traceback's "[1, 2]") is literal text, so a message can never be eaten or raise a MarkupError.
+_STYLE_TAG = re.compile(r"\[(/?)(red|yellow|green|dim|bold|cyan)\]")
+
+
+def message(text: str, style: str | None = None) -> Text:
+    """A :class:`Text` from a message that may carry robench's style tags ([red]...[/red])."""
+    out = Text(style=style or "")
+    stack: list[str] = []
+    pos = 0
+    for m in _STYLE_TAG.finditer(text):
+        out.append(text[pos:m.start()], style=" ".join(stack) or None)
+        closing, name = m.group(1), m.group(2)
+        if closing:
+            if name in stack:
+                stack.remove(name)
+        else:
+            stack.append(name)
+        pos = m.end()
+    out.append(text[pos:], style=" ".join(stack) or None)
+    return out
+
+
+def plain(text: str) -> str:
+    """A message without its style tags (for a log line)."""
+    return message(text).plain
+
+
+# -- library warnings ----------------------------------------------------------------------------
+
+
+@dataclass
+class HiddenWarnings:
+    """Warnings raised by libraries (not by robench) while a command ran: counted, not printed."""
+
+    seen: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (category, module, message) -> count
+
+    @property
+    def count(self) -> int:
+        return sum(self.seen.values())
+
+    def summary(self) -> str | None:
+        if not self.seen:
+            return None
+        cats = sorted({c for c, _, _ in self.seen})
+        return (f"{self.count} library warning(s) hidden ({', '.join(cats)}; {len(self.seen)} distinct); "
+                "run with PYTHONWARNINGS=default to see them")
+
+
+_OWN = (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1] / "plugins")
+
+
+def _from_robench(filename: str) -> bool:
+    """Whether a warning is attributed to robench's own code (its package or its built-in plugins)."""
+    try:
+        path = Path(filename).resolve()
+    except (OSError, ValueError):
+        return False
+    return any(path.is_relative_to(own) for own in _OWN)
+
+
+@contextmanager
+def quiet_library_warnings() -> Iterator[HiddenWarnings]:
+    """Keep warnings that libraries (eagerpy, foolbox, torch, ...) raise out of the output; robench's
+    own warnings still print. A user's explicit ``-W`` / ``PYTHONWARNINGS`` choice is respected."""
+    hidden = HiddenWarnings()
+    if sys.warnoptions:
+        yield hidden
+        return
+    original = warnings.showwarning
+
+    def show(msg, category, filename, lineno, file=None, line=None):
+        if _from_robench(str(filename)):
+            return original(msg, category, filename, lineno, file, line)
+        key = (category.__name__, str(filename).rsplit("site-packages/", 1)[-1], str(msg).splitlines()[0][:200])
+        hidden.seen[key] = hidden.seen.get(key, 0) + 1
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield hidden
+
+
+# -- plugins -------------------------------------------------------------------------------------
+
+KIND_ORDER = ("model", "attack", "dataset")
+
+
+def _capabilities(caps: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={'/'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}" for k, v in caps.items())
+
+
+def indented(console: Console, text: Text, indent: int, hang: int = 0) -> list[Text]:
+    """``text`` wrapped at its spaces to the console's width less ``indent``, each line indented by
+    ``indent`` and every line after the first by ``hang`` more (without the trailing padding rich's
+    Padding adds)."""
+    first = text.wrap(console, max(20, console.width - indent))
+    if hang and len(first) > 1:  # wrap the rest again, narrower
+        rest = Text(" ").join(first[1:])
+        lines = [first[0], *rest.wrap(console, max(20, console.width - indent - hang))]
+    else:
+        lines = list(first)
+    out = []
+    for i, line in enumerate(lines):
+        line.rstrip()
+        out.append(Text(" " * (indent + (hang if i else 0))) + line)
+    return out
+
+
+def plugin_listing(console: Console, specs: Sequence[Any], *, verbose: bool = False) -> list[Text]:
+    """One block per plugin, grouped by kind: name and origin, then the description and the
+    capabilities indented under it (and with ``verbose`` every parameter with its default). Lines,
+    each fitting the console: print them with ``soft_wrap=True``."""
+    out: list[Text] = []
+    kinds = sorted({s.kind for s in specs}, key=lambda k: (KIND_ORDER.index(k) if k in KIND_ORDER else 99, k))
+    for kind in kinds:
+        group = [s for s in specs if s.kind == kind]
+        out.append(Text(f"{kind} plugins ({len(group)})", style="bold underline"))
+        for spec in group:
+            out += indented(console, Text.assemble((spec.name, "bold"), "  ", (spec.origin, "dim")), 2)
+            if spec.description:
+                out += indented(console, Text(spec.description), 6)
+            caps = spec.capabilities()
+            if caps:
+                out += indented(console, Text(_capabilities(caps), style="cyan"), 6)
+            if verbose:
+                for name, f in spec.params.model_fields.items():
+                    line = Text.assemble((name, "bold"), f" = {f.default!r}", (f": {f.description}" if f.description else ""))
+                    out += indented(console, line, 8, hang=4)
+        out.append(Text(""))
+    return out
+
+
+# -- tables that fit -----------------------------------------------------------------------------
+
+
+def _rich_table(title: str | None, headers: list[str], rows: list[list[RenderableType]], right: set[int]) -> RichTable:
+    t = RichTable(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
+                  show_edge=False, collapse_padding=True)
+    for i, h in enumerate(headers):
+        t.add_column(h, justify="right" if i in right else "left", overflow="fold")
+    for r in rows:
+        t.add_row(*r)
+    return t
+
+
+def fitted_tables(console: Console, title: str | None, headers: list[str], rows: list[list[RenderableType]], *,
+                  keep: int = 1, right: set[int] | None = None) -> list[RichTable]:
+    """``headers``/``rows`` as one rich table, or, when its narrowest layout (every cell wrapped at its
+    spaces, no word split) is wider than the console, as several tables of consecutive columns, each
+    repeating the first ``keep`` columns."""
+    right = right or set()
+    width = console.options.max_width
+
+    def build(cols: list[int], part_title: str | None) -> RichTable:
+        return _rich_table(part_title, [headers[c] for c in cols], [[r[c] for c in cols] for r in rows],
+                           {j for j, c in enumerate(cols) if c in right})
+
+    def fits(cols: list[int]) -> bool:
+        return Measurement.get(console, console.options, build(cols, None)).minimum <= width
+
+    all_cols = list(range(len(headers)))
+    if fits(all_cols) or len(headers) <= keep + 1:
+        return [build(all_cols, title)]
+    parts: list[list[int]] = []
+    current = list(range(keep))
+    for c in range(keep, len(headers)):
+        if len(current) > keep and not fits(current + [c]):
+            parts.append(current)
+            current = list(range(keep))
+        current.append(c)
+    parts.append(current)
+    return [build(cols, title if i == 0 else (f"{title} (continued)" if title else None)) for i, cols in enumerate(parts)]
+
+
+# -- leaderboards --------------------------------------------------------------------------------
+
+
+def _numeric(header: str) -> bool:
+    return header not in ("Model", "Attack", "Kind", "Status", "source \\ target") and not header.startswith("Strongest")
+
+
+def _cells(table: Any, cols: list[int], ci_col: int | None = None) -> list[list[RenderableType]]:
+    """Rows of a leaderboard table (its display texts, as in the markdown); the robust accuracy of the
+    headline eps keeps its interval on a second line, other eps columns show the value only."""
+    rows = []
+    for row in table.rows:
+        out: list[RenderableType] = []
+        for c in cols:
+            text = row[c].text
+            head = table.headers[c]
+            if head.startswith("ε=") and " [" in text:
+                value, ci = text.split(" [", 1)
+                lo, _, hi = ci.rstrip("]").partition(", ")
+                out.append(Text.assemble(value, (f"\n{lo}–{hi}", "dim")) if c == ci_col else Text(value))
+            else:
+                out.append(Text(text))
+        rows.append(out)
+    return rows
+
+
+def _para(console: Console, text: str, style: str | None = None) -> None:
+    for line in indented(console, Text(text, style=style or ""), 0):
+        console.print(line, soft_wrap=True)
+
+
+def _short(header: str) -> str:
+    """Terminal headers: the markdown's, shortened where a long one would widen its column."""
+    if header.startswith("Strongest attack "):
+        return "Strongest " + header[len("Strongest attack "):]
+    return {"s/sample (all attacks)": "s/sample"}.get(header, header)
+
+
+def _print_table(console: Console, title: str, table: Any, cols: list[int], keep: int, ci_col: int | None = None,
+                 note: str | None = None) -> None:
+    headers = [_short(table.headers[c]) for c in cols]
+    right = {j for j, h in enumerate(headers) if _numeric(h)}
+    console.print(Text(title, style="bold"))
+    if note or table.note:
+        _para(console, note or table.note, "dim")
+    for i, t in enumerate(fitted_tables(console, None, headers, _cells(table, cols, ci_col), keep=keep, right=right)):
+        if i:
+            console.print()
+        console.print(t)
+    console.print()
+
+
+def print_leaderboard(console: Console, res: Any, source: str | None = None) -> None:
+    """One suite's leaderboard as terminal tables: per norm the ranking (model, clean accuracy, robust
+    accuracy per eps, strongest attack, cost) and one line per model and attack; then noise, transfer,
+    warnings and provenance. The numbers are the markdown's; columns only the markdown has (per-attack
+    columns of the ranking, median, forward/backward passes) are left to ``--format md``."""
+    from .report import tables as lb
+
+    console.print(Text(f"Leaderboard: {res.suite}", style="bold"))
+    if res.config.get("description"):
+        _para(console, " ".join(str(res.config["description"]).split()), "dim")
+    _para(console, lb.summary_lines(res)[0].replace("**", ""))
+    console.print()
+    for norm in lb.norms_of(res):
+        ranking = lb.ranking_table(res, norm)
+        head = res.headline(norm)
+        h = ranking.headers
+        drop_rejected = all(not row[h.index("Rejected")].value for row in ranking.rows)
+        cols = [i for i, name in enumerate(h)
+                if name in ("#", "Model", "Clean", "Success", "s/sample (all attacks)") or name.startswith(("ε=", "Strongest attack"))
+                or (name == "Rejected" and not drop_rejected)]
+        ci_col = h.index(f"ε={lb.eps_text(head)}") if head is not None and f"ε={lb.eps_text(head)}" in h else None
+        head_txt = lb.eps_text(head) if head is not None else "?"
+        note = (f"Models ranked by robust accuracy (%) of best (all attacks, per sample) at eps = {head_txt}, "
+                f"with its 95% Wilson interval; s/sample sums every attack." + (" L0 counts pixels." if norm == "L0" else ""))
+        _print_table(console, f"{norm}: ranking", ranking, cols, keep=2, ci_col=ci_col, note=note)
+
+        attacks = lb.attack_table(res, norm)
+        a = attacks.headers
+        statuses = {row[a.index("Status")].text for row in attacks.rows}
+        rejected = any(row[a.index("Rejected")].value for row in attacks.rows)
+        minimal = any(row[a.index("Kind")].text == "minimal" for row in attacks.rows)
+        cols = [i for i, name in enumerate(a)
+                if name in ("Model", "Attack", "Success", "s/sample") or name.startswith("ε=")
+                or (name == f"Mean {norm}" and minimal) or (name == "Rejected" and rejected)
+                or (name == "Status" and statuses != {"done"})]
+        _print_table(console, f"{norm}: per attack", attacks, cols, keep=2,
+                     note="Robust accuracy (%) per eps" + (f", mean {norm} of the minimal attacks' adversarials" if minimal else "")
+                     + ", success rate (%) and seconds per sample of each attack.")
+        if any(r.via_surrogate for r in lb.per_attack_rows(res, norm)):
+            console.print(Text("† via surrogate: the attack used the model's differentiable surrogate; "
+                               "every adversarial was verified on the real model.", style="dim"))
+            console.print()
+    if res.noise:
+        t = lb.noise_table(res)
+        _print_table(console, "Gaussian noise", t, list(range(len(t.headers))), keep=1)
+    for m in res.transfer:
+        t = lb.transfer_table(m)
+        _print_table(console, f"Transfer: {m['norm']} eps = {lb.eps_text(m['eps'])}", t, list(range(len(t.headers))), keep=1)
+    clean_only = lb.clean_only_table(res)
+    if clean_only is not None:
+        _print_table(console, "Clean accuracy only", clean_only, [0, 1], keep=1)
+    if res.warnings:
+        console.print(Text("Warnings", style="bold yellow"))
+        for w in res.warnings:
+            for line in indented(console, Text(f"{lb.WARN} {w}"), 2):
+                console.print(line, soft_wrap=True)
+        console.print()
+    for line in lb.provenance_lines(res):
+        _para(console, line, "dim")
+    more = f"robench leaderboard {source} --format md" if source else "robench leaderboard <store> --format md"
+    _para(console, f"All columns (passes per sample, medians, per-attack ranking columns): {more}", "dim")
+    console.print()
