@@ -28,6 +28,8 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 $(VENV)/.installed-all: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install --quiet "$(TORCH)"
 	$(PIP) install --quiet -e '.[all]'
+	# onnx2torch (the onnx loader) without its torchvision requirement, which would pull a CUDA torch
+	$(PIP) install --quiet --no-deps "onnx2torch==1.5.15"
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

@@ -29,6 +29,7 @@ from .api import (  # noqa: E402  (hookimpl must exist before plugins import rob
     Params,
     TorchModel,
 )
+from .evaluation import evaluate  # noqa: E402
 
 __all__ = [
     "Attack",
@@ -43,6 +44,7 @@ __all__ = [
     "Norm",
     "Params",
     "TorchModel",
+    "evaluate",
     "hookimpl",
     "__version__",
 ]

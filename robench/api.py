@@ -146,6 +146,13 @@ class Model:
         self.info = info
         self.device = torch.device("cpu")
 
+    @classmethod
+    def content_files(cls, params: Params) -> list[Path]:
+        """Files whose bytes determine this model beyond its path parameters (e.g. the source file
+        of an architecture it imports). The harness puts the SHA-256 of each into the model key;
+        the files named by ``Path`` parameters are hashed without being listed here."""
+        return []
+
     # -- inference -------------------------------------------------------------------------
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """Return (N, C) scores, C >= 2 (a binary model with one score s returns [-s, s])."""

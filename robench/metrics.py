@@ -117,6 +117,16 @@ def _current_cells(store: Store, suite: str) -> list[dict]:
     return list(latest.values())
 
 
+def _stale_cells(store: Store, suite: str) -> dict[str, int]:
+    """model -> number of its stored cells left out because they belong to an earlier model key."""
+    clean_keys = store.clean_model_keys(suite)
+    out: dict[str, int] = {}
+    for c in store.cells(suite):
+        if clean_keys.get(c["model"]) not in (None, c["config"].get("model_key")):
+            out[c["model"]] = out.get(c["model"], 0) + 1
+    return out
+
+
 def compute(store: Store, suite: str) -> SuiteResults:
     config = store.suites().get(suite, {})
     eps_cfg: dict[str, list[float]] = {k: sorted(float(e) for e in v) for k, v in (config.get("epsilons") or {}).items()}
@@ -124,6 +134,9 @@ def compute(store: Store, suite: str) -> SuiteResults:
     cells = _current_cells(store, suite)
     rows: list[Row] = []
     warnings: list[str] = []
+    for model, n in sorted(_stale_cells(store, suite).items()):
+        warnings.append(f"{n} stored cell{'s' if n != 1 else ''} of model {model} belong to an earlier version of it "
+                        "(its weights, files or configuration changed since) and are not shown")
     norm_samples: dict[tuple[str, str, str], tuple[list[float], int]] = {}
     samples_by_cell = {c["key"]: store.samples(c["key"]) for c in cells}
 

@@ -525,6 +525,18 @@ def _dataset_problems(suite: Suite, registry: Registry, dataset_params: Params, 
     return tuple(info.input_shape)
 
 
+def _suite_files(params: Params, path: str, loc: tuple, lines: dict, problems: list) -> Params:
+    """Suite-relative path parameters made absolute (against the suite file's folder); a file
+    that does not exist is a problem at its YAML location."""
+    from .content import anchor, missing
+
+    base = Path(path).resolve().parent if path and not path.startswith("<") else Path.cwd()
+    params = anchor(params, base)
+    for name, file in missing(params):
+        problems.append((format_loc(loc + (name,)) + _where(lines, loc + (name,)), f"file not found: {file}"))
+    return params
+
+
 def resolve(suite: Suite, registry: Registry, path: str = "<suite>", lines: dict | None = None, *,
             data_dir: Path | None = None) -> Resolved:
     """Check everything that needs the plugins: names, parameters, cross-references, eps against
@@ -542,7 +554,7 @@ def resolve(suite: Suite, registry: Registry, path: str = "<suite>", lines: dict
     for i, m in enumerate(suite.models):
         p = _params_for(registry, "model", m.plugin, m.params, ("models", i), lines, problems)
         if p is not None:
-            model_params[m.name] = p
+            model_params[m.name] = _suite_files(p, path, ("models", i, "params"), lines, problems)
     attack_params = {}
     for i, a in enumerate(suite.attacks):
         p = _params_for(registry, "attack", a.plugin, a.params, ("attacks", i), lines, problems)
