@@ -2,6 +2,8 @@
 
 Both follow chapter 5 of Matyasko's thesis (see :mod:`.pdpgd` for the algorithm and :mod:`.prox` for
 the proximal operators); docs/attacks-pdpgd.md describes the parameters and the measured defaults.
+Also the L0 baselines JSMA (:mod:`.jsma`) and the pixel attack (:mod:`.pixel`), batched-torch versions
+of ART's (which stay available as ``art-jsma`` / ``art-pixel``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import robench
 from robench import Norm
 
 from .pdpgd import PDConfig, pd_attack
+from .jsma import JSMA
+from .pixel import Pixel
 
 # Primal learning rates used when ``lr`` is not given, per norm (picked on a CIFAR-10 CNN from the
 # thesis grid [0.01, 0.05, 0.1, 0.5, 1.0]; see docs/attacks-pdpgd.md).
@@ -160,5 +164,18 @@ def robench_attacks():
             PDGD,
             "Primal-dual gradient descent, minimal L2 (Matyasko thesis ch. 5)",
             norms=(Norm.L2,),
+        ),
+        robench.AttackSpec(
+            "jsma",
+            JSMA,
+            "Jacobian saliency map attack (ART's variant, batched torch) over all targets and theta +-1, "
+            "smallest kept; minimal L0, gradients",
+            norms=(Norm.L0,),
+        ),
+        robench.AttackSpec(
+            "pixel",
+            Pixel,
+            "One-pixel / pixel attack by differential evolution (ART's DE, batched torch); minimal L0, scores only",
+            norms=(Norm.L0,),
         ),
     ]

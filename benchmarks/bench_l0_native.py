@@ -1,0 +1,151 @@
+"""Native (batched torch) JSMA and pixel attack against ART's, on the same model and images.
+
+Runs robench's ``jsma`` / ``pixel`` plugins and the ``art-jsma`` / ``art-pixel`` adapters (ART 1.20,
+what the suites ran so far) with their default parameters unless told otherwise, on the first ``--n``
+test images the model classifies correctly, one attack after the other in this process. Every
+output goes through robench's verifier (re-classification, [0, 1] box, L0 counted in pixels).
+Reported per attack: success rate, mean and median L0 of the verified adversarials, seconds per
+image (wall clock) and model evaluations (forward rows) per image.
+
+    .venv/bin/python benchmarks/bench_l0_native.py --dataset cifar10 --arch lenet --epochs 3 --n 20
+
+The model is the ``cnn`` plugin's, trained here (or loaded from the benchmark cache that
+benchmarks/bench_pdpgd.py also uses). Writes a JSON file and prints a markdown table for
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import robench
+from robench import Norm
+from robench.plugins import load_registry
+from robench.verify import verify
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_pdpgd import eval_images, get_model  # noqa: E402  (same model training and cache)
+
+
+class Counted(robench.Model):
+    """A model view that counts the rows of every forward pass."""
+
+    def __init__(self, model: robench.Model):
+        self.inner = model
+        self.info = model.info
+        self.params = model.params
+        self.device = model.device
+        self.rows = 0
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows += len(x)
+        return self.inner.scores(x)
+
+
+ATTACKS = {
+    "jsma": [("native jsma", "jsma"), ("ART jsma", "art-jsma")],
+    "pixel": [("native pixel", "pixel"), ("ART pixel", "art-pixel")],
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", default="cifar10")
+    ap.add_argument("--arch", default="lenet")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--width", type=int, help="cnn plugin width (default: the plugin's)")
+    ap.add_argument("--weights", type=Path, help="safetensors weights to load instead of training")
+    ap.add_argument("--n", type=int, default=20, help="correctly classified test images to attack")
+    ap.add_argument("--attacks", nargs="+", default=["jsma", "pixel"], choices=sorted(ATTACKS))
+    ap.add_argument("--only", nargs="*", help="run only labels containing one of these strings (e.g. native)")
+    ap.add_argument("--pixel-params", type=json.loads, default={}, help='JSON params for both pixel attacks, e.g. {"max_iter": 20}')
+    ap.add_argument("--native-pixel-params", type=json.loads, default={}, help="JSON params for the native pixel attack only")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--out", type=Path, default=Path("bench_l0_native.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    registry = load_registry()
+    model = get_model(args.dataset, args.arch, args.epochs, args.width, args.weights, registry)
+    x, y, acc = eval_images(args.dataset, model, args.n, registry)
+    print(f"{args.dataset} {args.arch}: clean accuracy {acc:.3f} on the first 1000 test images; attacking {len(x)}")
+    results = []
+    for family in args.attacks:
+        for label, plugin in ATTACKS[family]:
+            if args.only and not any(o in label for o in args.only):
+                continue
+            params = dict(args.pixel_params) if family == "pixel" else {}
+            if plugin == "pixel":
+                params |= args.native_pixel_params
+            spec = registry.get("attack", plugin)
+            atk = spec.factory(spec.factory.Params(**params))
+            counted = Counted(model)
+            torch.manual_seed(0)
+            t = time.perf_counter()
+            adv = atk.run(counted, x, y, eps=None, ctx=robench.Context(seed=0, pool=x))
+            seconds = time.perf_counter() - t
+            v = verify(model, x, y, adv.detach(), model.predict(x), Norm.L0)
+            ok = v.success
+            values = v.norms[Norm.L0][ok]
+            row = {
+                "attack": label,
+                "plugin": plugin,
+                "params": params,
+                "n": len(x),
+                "success": float(ok.float().mean()),
+                "rejected": int(v.rejected.sum()),
+                "mean_l0": float(values.mean()) if len(values) else float("nan"),
+                "median_l0": float(values.median()) if len(values) else float("nan"),
+                "s_per_image": seconds / len(x),
+                "forward_rows_per_image": counted.rows / len(x),
+                "l0": [float(n) if s else None for n, s in zip(v.norms[Norm.L0].tolist(), ok.tolist())],
+            }
+            results.append(row)
+            print(
+                f"{label:14s} success {row['success']:.3f} rejected {row['rejected']} mean L0 {row['mean_l0']:.3g} "
+                f"median {row['median_l0']:.3g}  {row['s_per_image']:.3f} s/image  "
+                f"{row['forward_rows_per_image']:.0f} forward rows/image",
+                flush=True,
+            )
+            args.out.write_text(json.dumps(meta(args, acc, len(x)) | {"results": results}, indent=1))
+    print()
+    print(markdown(results))
+
+
+def meta(args, acc: float, n: int) -> dict:
+    return {
+        "command": "benchmarks/bench_l0_native.py " + " ".join(sys.argv[1:]),
+        "dataset": args.dataset,
+        "arch": args.arch,
+        "epochs": args.epochs,
+        "width": args.width,
+        "clean_accuracy_first_1000": acc,
+        "images": n,
+        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+    }
+
+
+def markdown(results: list[dict]) -> str:
+    lines = [
+        "| attack | success | mean L0 | median L0 | s / image | forward rows / image |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['attack']} | {r['success']:.0%} | {r['mean_l0']:.2f} | {r['median_l0']:.1f} "
+            f"| {r['s_per_image']:.3f} | {r['forward_rows_per_image']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,1 +1,0 @@
-"""Shared code for built-in plugins (not a plugin itself): torch training loops and helpers."""
