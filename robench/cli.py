@@ -180,7 +180,6 @@ def run(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray: join this cluster (e.g. auto, ray://head:10001) [default: $RAY_ADDRESS, else start a local one]"),
     gpus_per_cell: Optional[float] = typer.Option(None, "--gpus-per-cell", min=0, help="Ray: GPUs each cell asks for [default: 1 when the device is cuda, else 0]"),
     shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help="Run only share i of n of the cells (i/n, e.g. 2/4); merge the stores with robench merge"),
-    allow_dir: Optional[List[Path]] = typer.Option(None, "--allow-dir", metavar="DIR", help="Let path parameters of the suite name files in this folder too (repeatable); by default only the suite's folder and the data dir"),
 ) -> None:
     """Run every model of a suite against every attack; store per-sample results; print the leaderboard.
 
@@ -199,7 +198,7 @@ def run(
         if device is not None and device not in ("cpu", "cuda", "auto"):
             raise UserInputError(f"--device must be cpu, cuda or auto, not {device!r}")
         reg = _registry(plugin)
-        resolved = load_suite(suite, reg)
+        resolved = load_suite(suite, reg, data_dir=resolve_data_dir(data_dir))  # dataset facts checked with the rest
         out_dir = out or Path("runs") / resolved.suite.name
         from .executors import make_executor
         from .plan import parse_shard
@@ -208,7 +207,7 @@ def run(
                              limit=limit, device=device, retrain=retrain, shard=parse_shard(shard) if shard else None,
                              executor=make_executor(executor, workers=workers, address=ray_address, gpus_per_cell=gpus_per_cell,
                                                     plugins=tuple(plugin or ())),
-                             plugins=tuple(plugin or ()), allow_dirs=tuple(allow_dir or ()))
+                             plugins=tuple(plugin or ()))
         t0 = time.perf_counter()
         columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
         if quiet:
@@ -252,12 +251,16 @@ def run(
 def validate(
     suite: Path = typer.Argument(..., help="Suite YAML file"),
     plugin: Optional[List[str]] = PluginOpt,
+    data_dir: Optional[Path] = DataDirOpt,
 ) -> None:
-    """Check a suite without running it: YAML syntax, fields, plugin names and their parameters (exit 2 if invalid)."""
+    """Check a suite without running it: YAML syntax, fields, plugin names and their parameters, eps against
+    the input box, and the dataset's split, classes and offset (its files are read when present, not
+    loaded). Every problem is listed at once, with its YAML line (exit 2 if invalid)."""
+    from .data import resolve_data_dir
     from .suite import load_suite
 
     try:
-        resolved = load_suite(suite, _registry(plugin))
+        resolved = load_suite(suite, _registry(plugin), data_dir=resolve_data_dir(data_dir))
     except RobenchError as exc:
         _fail(exc)
     s = resolved.suite
@@ -420,11 +423,6 @@ def data_where(data_dir: Optional[Path] = DataDirOpt) -> None:
     if d.is_dir():
         for p in sorted(d.iterdir()):
             console.print(f"  {p.name}")
-
-
-from .evaluation import register_cli as _register_evaluate  # noqa: E402  (robench evaluate lives with robench.evaluate)
-
-_register_evaluate(app, _fail)
 
 
 def main() -> None:

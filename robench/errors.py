@@ -34,5 +34,21 @@ class DataMissingError(UserInputError):
     """A dataset file is not where it should be."""
 
 
+class DataFileError(UserInputError):
+    """A dataset file that is there but damaged, truncated, or holds something other than arrays.
+
+    The message names the file and says what to do, on one line: see :func:`damaged_file`."""
+
+
+def damaged_file(path, exc_or_problem) -> DataFileError:
+    """``<path>: <what is wrong>; replace ...`` from an exception of a file reader or a text."""
+    if isinstance(exc_or_problem, BaseException):
+        text = str(exc_or_problem).strip().splitlines()
+        what = f"damaged or not the expected format ({type(exc_or_problem).__name__}: {text[0] if text else 'no detail'})"
+    else:
+        what = str(exc_or_problem)
+    return DataFileError(f"{path}: {what}; replace it with a good copy (robench data import PATH/TO/FILE)")
+
+
 class StoreError(RobenchError):
     """A results store that cannot be opened or is not a robench store."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -36,3 +37,7 @@ class Digits(robench.Dataset):
         )
         xs, ys = (x_tr, y_tr) if split == "train" else (x_te, y_te)
         return torch.from_numpy(xs).unsqueeze(1).contiguous(), torch.from_numpy(ys)
+
+    def size(self, split: str, data_dir: Path) -> int | None:
+        n_test = math.ceil(self.params.test_fraction * 1797)  # scikit-learn's rule for a float test_size
+        return {"train": 1797 - n_test, "test": n_test}.get(split)
