@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import shutil
+import struct
+import tarfile
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,7 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .api import DatasetInfo
-from .errors import DataMissingError, UserInputError
+from .errors import DataMissingError, RobenchError, UserInputError, damaged_file
 
 if TYPE_CHECKING:
     from .plugins import Registry
@@ -84,6 +89,21 @@ class EvalData:
     sha256: list[str]
 
 
+#: What file readers raise on damaged, truncated or foreign files (PIL's UnidentifiedImageError is an OSError).
+_READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, tarfile.TarError, pickle.UnpicklingError, struct.error, zlib.error)
+
+
+def read_split(dataset, name: str, split: str, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """``dataset.load`` where a low-level read error (a damaged or foreign file that the plugin did not
+    name itself) becomes one line naming the dataset and its folder (exit code 2), not a traceback."""
+    try:
+        return dataset.load(split, data_dir)
+    except RobenchError:
+        raise
+    except _READ_ERRORS as exc:
+        raise damaged_file(f"dataset {name!r} ({split} split, files under {data_dir})", exc) from None
+
+
 def load_eval_data(resolved: Resolved, registry: Registry, data_dir: Path, limit: int | None) -> EvalData:
     from .counting import check_batch, check_labels
 
@@ -97,7 +117,7 @@ def load_eval_data(resolved: Resolved, registry: Registry, data_dir: Path, limit
         info = DatasetInfo(info.name, info.input_shape, tuple(info.class_names[c] for c in ref.classes))
     if ref.split not in dataset.splits:
         raise UserInputError(f"dataset.split: {ref.name} has splits {list(dataset.splits)}, not {ref.split!r}")
-    x, y = dataset.load(ref.split, data_dir)
+    x, y = read_split(dataset, ref.name, ref.split, data_dir)
     check_batch(x, f"dataset {ref.name}", info.input_shape)
     check_labels(x, y, dataset.info().num_classes, f"dataset {ref.name}")
     x, y = select_classes(x, y, ref.classes)
@@ -114,7 +134,7 @@ def load_train_data(resolved: Resolved, registry: Registry, data_dir: Path) -> t
 
     ref = resolved.suite.dataset
     dataset = registry.get("dataset", ref.name).factory(resolved.dataset_params)
-    x, y = dataset.load("train", data_dir)
+    x, y = read_split(dataset, ref.name, "train", data_dir)
     check_batch(x, f"dataset {ref.name} (train split)", dataset.info().input_shape)
     check_labels(x, y, dataset.info().num_classes, f"dataset {ref.name} (train split)")
     return select_classes(x, y, ref.classes)

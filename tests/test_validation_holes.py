@@ -366,3 +366,21 @@ def test_eps_fraction_in_yaml(registry):
 
 def test_user_input_errors_are_exit_code_2():
     assert DataFileError.exit_code == 2 and issubclass(DataFileError, UserInputError)
+
+
+def test_any_dataset_plugin_read_error_becomes_one_line(tmp_path):
+    """A third-party dataset whose reader trips on a damaged file (here zlib's error) still gives a
+    DataFileError naming the dataset and its folder, never a traceback."""
+    import zlib
+
+    from robench.data import read_split
+
+    class Broken:
+        def load(self, split, data_dir):
+            raise zlib.error("Error -3 while decompressing data: invalid stored block lengths")
+
+    with pytest.raises(DataFileError) as info:
+        read_split(Broken(), "mine", "test", tmp_path)
+    msg = str(info.value)
+    assert "dataset 'mine' (test split" in msg and str(tmp_path) in msg and "zlib" not in msg.split("(")[0]
+    assert "invalid stored block lengths" in msg and "\n" not in msg
