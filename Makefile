@@ -28,8 +28,9 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 $(VENV)/.installed-all: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install --quiet "$(TORCH)"
 	$(PIP) install --quiet -e '.[all]'
-	# onnx2torch (the onnx loader) without its torchvision requirement, which would pull a CUDA torch
-	$(PIP) install --quiet --no-deps "onnx2torch==1.5.15"
+	# onnx2torch (the onnx loader) and torchattacks (the autoattack plugin's components) without their
+	# torchvision requirement, which would replace the CPU torch with a CUDA build
+	$(PIP) install --quiet --no-deps "onnx2torch==1.5.15" "torchattacks==3.5.1"
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

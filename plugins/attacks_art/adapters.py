@@ -365,7 +365,7 @@ class ARTAPGD(ARTAttack):
 
 class SquareParams(robench.Params):
     norm: Literal["Linf", "L2"] = Field("Linf", description="threat model")
-    max_iter: int = Field(100, ge=1, description="iterations (AutoAttack uses 5000)")
+    max_iter: int = Field(5000, ge=1, description="iterations, one query each (5000: AutoAttack's published protocol)")
     p_init: float = Field(0.8, gt=0, le=1, description="initial fraction of the image a square covers")
     nb_restarts: int = Field(1, ge=1, description="restarts")
     batch_size: int = Field(128, ge=1, description="samples attacked together")
