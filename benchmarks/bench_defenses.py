@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 import robench
-from robench_plugins.common.training import accuracy
+from robench.training import accuracy
 
 DATA = Path(os.environ.get("ROBENCH_DATA", "/work/shared/data"))
 

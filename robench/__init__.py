@@ -27,8 +27,35 @@ from .api import (  # noqa: E402  (hookimpl must exist before plugins import rob
     NoParams,
     Norm,
     Params,
+    ScoresModule,
     TorchModel,
 )
+from .data import find_file, resolve_data_dir  # noqa: E402
+from .errors import (  # noqa: E402
+    DataMissingError,
+    PluginError,
+    RobenchError,
+    StoreError,
+    SuiteError,
+    UserInputError,
+)
+from . import norms  # noqa: E402  (robench.norms.lp_norm, per_sample, ...)
+
+#: The public modules besides this package: what a plugin or script may import from robench. Every
+#: other module is internal (it may change without notice); tests/test_plugin_surface.py holds the
+#: built-in plugins to this, and docs/reference/api.md lists each module's public names.
+PUBLIC_MODULES = (
+    "robench.adapters",
+    "robench.errors",
+    "robench.nets",
+    "robench.norms",
+    "robench.report",
+    "robench.results",
+    "robench.testing",
+    "robench.training",
+    "robench.verify",
+)
+
 from .evaluation import evaluate  # noqa: E402
 
 __all__ = [
@@ -43,7 +70,18 @@ __all__ = [
     "NoParams",
     "Norm",
     "Params",
+    "PUBLIC_MODULES",
+    "ScoresModule",
     "TorchModel",
+    "DataMissingError",
+    "PluginError",
+    "RobenchError",
+    "StoreError",
+    "SuiteError",
+    "UserInputError",
+    "find_file",
+    "norms",
+    "resolve_data_dir",
     "evaluate",
     "hookimpl",
     "__version__",

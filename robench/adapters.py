@@ -1,4 +1,5 @@
-"""Library-independent pieces of the attack adapters (used by attacks_foolbox and attacks_art).
+"""Helpers for attack plugins, library-independent: the shared pieces of the attack adapters
+(attacks_foolbox, attacks_art) and of attacks such as FAB. A public module: third-party attacks may use it.
 
 Everything here works on canonical tensors (float32 NCHW in [0, 1], int64 labels) and calls the
 model only through ``model.scores`` so the harness's counting wrapper sees every pass.
@@ -24,11 +25,11 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-import robench
-from robench import Norm
-from robench.norms import lp_norm, per_sample
+from .api import Attack, Context, Model, Norm, Params
+from .norms import lp_norm, per_sample
 
-class LibraryAttack(robench.Attack):
+
+class LibraryAttack(Attack):
     """Shared base of the foolbox and ART adapters: minimal, gradient-based unless a subclass says
     otherwise, with a norm fixed by the class or taken from ``params.norm``."""
 
@@ -37,7 +38,7 @@ class LibraryAttack(robench.Attack):
     #: the norm of attacks that have only one (None: taken from params.norm).
     fixed_norm: ClassVar[Norm | None] = None
 
-    def __init__(self, params: robench.Params):
+    def __init__(self, params: Params):
         super().__init__(params)
         if self.fixed_norm is not None:
             self.norm = self.fixed_norm
@@ -65,12 +66,13 @@ def seeded(seed: int, device: torch.device):
             np.random.set_state(np_state)
 
 
-def predict(model: robench.Model, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
+def predict(model: Model, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """Predicted classes of ``x`` through ``model.scores`` (so the harness counts the passes), in batches."""
     with torch.no_grad():
         return torch.cat([model.scores(x[i : i + batch]).argmax(1) for i in range(0, len(x), batch)])
 
 
-def keep_adversarial(model: robench.Model, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, norm: Norm) -> torch.Tensor:
+def keep_adversarial(model: Model, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, norm: Norm) -> torch.Tensor:
     """Rows of ``x_adv`` that are finite, in [0, 1] and misclassified; every other row becomes NaN.
 
     Values outside the box by at most RESIDUE are clipped first (libraries return 1 + 1e-7); for
@@ -98,7 +100,7 @@ def merge_best(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, norm: Norm) ->
     return torch.where(take_b, b, a)
 
 
-def run_on_correct(model: robench.Model, x: torch.Tensor, y: torch.Tensor, attack_fn) -> torch.Tensor:
+def run_on_correct(model: Model, x: torch.Tensor, y: torch.Tensor, attack_fn) -> torch.Tensor:
     """Attack only the samples the model classifies correctly; the others are returned unchanged
     (already broken at norm 0). ``attack_fn(x, y)`` returns candidate adversarials for its subset."""
     out = x.clone()
@@ -115,6 +117,7 @@ BOOKKEEPING_QUERIES = 3
 
 
 def oracle_budget(max_queries: int | None) -> int | None:
+    """The query cap left to a library attack once the adapter's own bookkeeping queries are taken off (None: no cap)."""
     return None if max_queries is None else max(max_queries - BOOKKEEPING_QUERIES, 1)
 
 
@@ -131,7 +134,7 @@ class Oracle:
     adapter returns :attr:`best`.
     """
 
-    def __init__(self, model: robench.Model, x: torch.Tensor, y: torch.Tensor, norm: Norm, max_queries: int | None = None):
+    def __init__(self, model: Model, x: torch.Tensor, y: torch.Tensor, norm: Norm, max_queries: int | None = None):
         self.model, self.x, self.y, self.norm = model, x, y, norm
         self.max_queries = max_queries
         self.queries = torch.zeros(len(x), dtype=torch.long)
@@ -180,7 +183,7 @@ class Oracle:
         self.best[m.to(self.x.device)] = sub.best
         self.best_norm[m] = sub.best_norm
 
-    def record(self, ctx: robench.Context, prefix: str = "queries") -> None:
+    def record(self, ctx: Context, prefix: str = "queries") -> None:
         q = self.queries.double()
         ctx.record(f"{prefix}_mean", float(q.mean()) if len(q) else 0.0)
         ctx.record(f"{prefix}_max", float(q.max()) if len(q) else 0.0)

@@ -4,6 +4,7 @@
 - ``docs/reference/cli.md``: every ``robench`` command and option (typer).
 - ``docs/reference/plugins.md``: every built-in plugin with its parameters (the plugin registry).
 - ``docs/reference/hooks.md``: the plugin hooks (:mod:`robench.hookspecs`) and spec classes.
+- ``docs/reference/api.md``: the public API (``robench.__all__`` and ``robench.PUBLIC_MODULES``).
 
 ``python -m robench.docgen`` rewrites them; ``python -m robench.docgen --check`` exits 1 when one is
 stale (the tests run the same check). An item without a description (a suite field, a CLI option,
@@ -272,11 +273,74 @@ def hooks_reference() -> str:
 
 # -- writing and checking -----------------------------------------------------------------------
 
+# -- the public API -----------------------------------------------------------------------------
+
+
+def public_names(module) -> list[str]:
+    """A public module's names: its ``__all__``; else the classes and functions it defines itself
+    and its UPPER_CASE constants (imported helpers such as ``torch`` are not its API)."""
+    names = getattr(module, "__all__", None)
+    if names is not None:
+        return list(names)
+    own = []
+    for n, v in vars(module).items():
+        if n.startswith("_") or inspect.ismodule(v):
+            continue
+        if inspect.isclass(v) or inspect.isfunction(v):
+            if v.__module__ == module.__name__:
+                own.append(n)
+        elif n.isupper():
+            own.append(n)
+    return own
+
+
+def _api_entry(module_name: str, name: str, value: Any) -> str:
+    if inspect.ismodule(value):
+        return f"| `{name}` | module | {_cell(_rst_to_md((inspect.getdoc(value) or '').split(chr(10) + chr(10))[0]))} |"
+    if inspect.isclass(value) or inspect.isfunction(value):
+        doc = inspect.getdoc(value)
+        if not doc:
+            raise Undocumented(f"{module_name}.{name} is public but has no docstring")
+        kind = "class" if inspect.isclass(value) else "function"
+        sig = ""
+        if kind == "function":
+            try:
+                sig = str(inspect.signature(value))
+            except (TypeError, ValueError):
+                sig = "(...)"
+            sig = re.sub(r"\b(?:[a-z_][a-z0-9_]*\.)+(?=[A-Za-z_])", "", sig)
+        return f"| `{name}{_cell(sig)}` | {kind} | {_cell(_rst_to_md(doc.split(chr(10) + chr(10))[0]))} |"
+    return f"| `{name}` | {type(value).__name__} | {_cell(repr(value)) if len(repr(value)) < 60 else ''} |"
+
+
+def api_reference() -> str:
+    """``robench.__all__`` and the public names of each module in ``robench.PUBLIC_MODULES``."""
+    import importlib
+
+    import robench
+
+    lines = [GENERATED, "", "# Public API", "",
+             "What a plugin (or a script) may use: the names of the `robench` package below, and the public modules "
+             "listed after them. Every other module of robench is internal and may change without notice; the test "
+             "`tests/test_plugin_surface.py` holds the built-in plugins and the example package to this list.", "",
+             "## `robench`", "", "| Name | Kind | Description |", "|---|---|---|"]
+    lines += [_api_entry("robench", n, getattr(robench, n)) for n in sorted(robench.__all__, key=str.lower)]
+    for module_name in robench.PUBLIC_MODULES:
+        module = importlib.import_module(module_name)
+        doc = _rst_to_md(inspect.getdoc(module) or "")
+        if not doc:
+            raise Undocumented(f"public module {module_name} has no docstring")
+        lines += ["", f"## `{module_name}`", "", doc, "", "| Name | Kind | Description |", "|---|---|---|"]
+        lines += [_api_entry(module_name, n, getattr(module, n)) for n in sorted(public_names(module), key=str.lower)]
+    return "\n".join(lines)
+
+
 PAGES = {
     "reference/suite.md": suite_reference,
     "reference/cli.md": cli_reference,
     "reference/plugins.md": plugin_reference,
     "reference/hooks.md": hooks_reference,
+    "reference/api.md": api_reference,
 }
 
 

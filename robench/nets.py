@@ -1,4 +1,5 @@
-"""Convolutional architectures of the ``cnn`` plugin, built for any (C, H, W) input and class count."""
+"""Convolutional architectures, built for any (C, H, W) input and class count: the ``cnn`` plugin's
+``arch`` choices (:data:`ARCHS`), and LeNet for the ``margin`` and ``critic`` defenses. A public module."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Reading results back, for reports and scripts: every suite of a store computed into leaderboard
-numbers (:func:`load_results`), and the evaluation slice a suite was run on (:func:`evaluation_data`).
+numbers (:func:`load_results`), the stored cells with their per-sample rows (:func:`read_cells`),
+and the evaluation slice a suite was run on (:func:`evaluation_data`).
 Both only read; the SQL stays in :mod:`robench.store`.
 """
 
@@ -30,6 +31,14 @@ def load_results(path: str | Path) -> list[SuiteResults]:
     return out
 
 
+def read_cells(path: str | Path, suite: str | None = None) -> list[dict]:
+    """Every cell stored in the store file ``path`` (only ``suite``'s if given), in stored order: the
+    cell's fields (key, model, attack, norm, kind, eps, status, ...) and its per-sample rows under
+    ``"samples"`` (idx, label, clean_pred, success, rejected, l0, l1, l2, linf, ...)."""
+    with Store(path, create=False) as store:
+        return [{**c, "samples": store.samples(c["key"])} for c in store.cells(suite)]
+
+
 def evaluation_data(suite: str | os.PathLike, data_dir: str | os.PathLike | None = None,
                     plugins: Iterable[str] = ()) -> EvalData:
     """The samples a suite file is evaluated on (its dataset, split, classes, offset and limit),
@@ -47,4 +56,4 @@ def evaluation_data(suite: str | os.PathLike, data_dir: str | os.PathLike | None
     return load_eval_data(resolved, registry, resolve_data_dir(data_dir), None)
 
 
-__all__ = ["evaluation_data", "load_results"]
+__all__ = ["evaluation_data", "load_results", "read_cells"]

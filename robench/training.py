@@ -1,4 +1,5 @@
-"""A supervised training loop for torch classifiers, shared by the built-in torch models.
+"""A supervised training loop for torch classifiers, shared by the built-in torch models (a public
+module: a third-party model plugin trains through it the same way).
 
 Adversarial training (PGD-AT in Linf or L2, and fast FGSM with a random start) is an option of
 the same loop: set ``TrainParams.adversarial`` and every torch model plugin that trains through
@@ -15,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-import robench
-from robench.norms import lp_norm, per_sample
+from .api import Context, Params
+from .norms import lp_norm, per_sample
 
 
-class AdversarialParams(robench.Params):
+class AdversarialParams(Params):
     """Adversarial training: each minibatch is replaced by adversarial examples of the current net."""
 
     method: Literal["pgd", "fgsm-rs"] = Field(
@@ -43,7 +44,7 @@ class AdversarialParams(robench.Params):
         return 1.25 * self.eps if self.method == "fgsm-rs" else 2.5 * self.eps / self.steps
 
 
-class TrainParams(robench.Params):
+class TrainParams(Params):
     """Optimisation settings common to every torch model plugin."""
 
     epochs: int = Field(20, ge=1, le=10_000, description="passes over the training data")
@@ -87,6 +88,7 @@ def augment_batch(x: torch.Tensor, mode: str, gen: torch.Generator) -> torch.Ten
 
 
 def make_optimizer(net: torch.nn.Module, p: TrainParams, total_steps: int, steps_per_epoch: int = 1):
+    """The optimizer and learning-rate scheduler (None for constant) that ``p`` asks for, over ``total_steps`` steps."""
     params = [q for q in net.parameters() if q.requires_grad]
     if p.optimizer == "adam":
         opt = torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay)
@@ -163,7 +165,7 @@ def train_classifier(
     x: torch.Tensor,
     y: torch.Tensor,
     p: TrainParams,
-    ctx: robench.Context,
+    ctx: Context,
     loss_fn=None,
 ) -> list[float]:
     """Minimise ``loss_fn(net, xb, yb)`` (default cross-entropy) over minibatches; returns the mean

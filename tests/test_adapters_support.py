@@ -15,7 +15,7 @@ from robench.api import Context, DatasetInfo, NoParams, Norm
 from robench.testing import LinearModel
 from robench.norms import lp_norm
 from robench.verify import verify
-from robench_plugins.attacks_foolbox.support import (
+from robench.adapters import (
     Oracle,
     QueryBudgetExhausted,
     keep_adversarial,

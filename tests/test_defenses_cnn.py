@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 import robench
 from robench_plugins.cnn import CNN
-from robench_plugins.cnn.nets import ARCHS
-from robench_plugins.common.training import AdversarialParams, TrainParams, adversarial_batch, train_classifier
+from robench.nets import ARCHS
+from robench.training import AdversarialParams, TrainParams, adversarial_batch, train_classifier
 from robench_plugins.datasets import Digits
 
 

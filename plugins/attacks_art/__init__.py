@@ -6,7 +6,7 @@ ART itself is imported only when an attack runs.
 from __future__ import annotations
 
 import robench
-from robench.api import Norm
+from robench import Norm
 
 from .adapters import ARTAPGD, ARTCWL0, ARTCWL2, ARTCWLinf, ARTHSJ, ARTJSMA, ARTPGD, ARTPixel, ARTSquare
 

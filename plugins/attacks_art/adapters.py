@@ -34,9 +34,9 @@ from pydantic import Field
 
 import robench
 from robench.norms import per_sample
-from robench.api import Norm, ScoresModule
+from robench import Norm, ScoresModule
 from robench.errors import UserInputError
-from robench_plugins.attacks_foolbox.support import (
+from robench.adapters import (
     LibraryAttack,
     Oracle,
     OracleModule,

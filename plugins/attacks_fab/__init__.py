@@ -7,8 +7,8 @@ from typing import Literal
 from pydantic import Field
 
 import robench
-from robench.api import Norm
-from robench_plugins.attacks_foolbox.support import keep_adversarial, run_on_correct
+from robench import Norm
+from robench.adapters import keep_adversarial, run_on_correct
 
 from .fab import fab
 

@@ -6,7 +6,7 @@ foolbox itself is imported only when an attack runs.
 from __future__ import annotations
 
 import robench
-from robench.api import Norm
+from robench import Norm
 
 from .adapters import (
     FoolboxBB,

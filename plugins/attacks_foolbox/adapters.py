@@ -32,9 +32,9 @@ from pydantic import Field
 
 import robench
 from robench.norms import per_sample
-from robench.api import Norm, ScoresModule
+from robench import Norm, ScoresModule
 
-from .support import (
+from robench.adapters import (
     LibraryAttack,
     Oracle,
     OracleModule,

@@ -9,9 +9,9 @@ import torch
 from pydantic import Field, model_validator
 
 import robench
-from robench_plugins.common.training import TrainParams, train_classifier
+from robench.training import TrainParams, train_classifier
 
-from .nets import ARCHS
+from robench.nets import ARCHS
 
 # Training recipes per architecture: keys the suite does not set take these values (then the
 # TrainParams defaults). ``vgg``: SGD + one-cycle + crop/flip + label smoothing, the usual fast

@@ -12,7 +12,7 @@ from torch import nn
 
 import robench
 from robench.norms import per_sample
-from robench_plugins.cnn.nets import lenet
+from robench.nets import lenet
 
 from .adversary import closest_boundary_target, high_confidence_attack
 
@@ -230,7 +230,7 @@ class HighConfidenceAttack(robench.Attack):
 
     def run(self, model, x, y, *, eps, ctx, source=None):
         p: HighConfidenceParams = self.params
-        net = robench.api.ScoresModule(model)
+        net = robench.ScoresModule(model)
         with torch.no_grad():
             logits = model.scores(x)
         k = logits.shape[1]

@@ -358,9 +358,7 @@ class ImageFolder(robench.Dataset):
         # Class names come from the folders; without a data dir here, use the root as given.
         root = Path(self.params.root).expanduser()
         if not root.is_absolute():
-            from robench.data import resolve_data_dir
-
-            root = resolve_data_dir() / root
+            root = robench.resolve_data_dir() / root
         return robench.DatasetInfo("imagefolder", (3, self.params.size, self.params.size), tuple(self._classes(root)))
 
     def load(self, split: str, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:

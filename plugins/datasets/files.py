@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 import robench
-from robench.data import find_file
+from robench import find_file
 from robench.errors import DataMissingError, UserInputError, damaged_file
 
 #: What the readers below raise on a damaged, truncated or foreign file; each becomes one line

@@ -13,8 +13,8 @@ import torch
 from pydantic import Field, model_validator
 
 import robench
-from robench_plugins.cnn.nets import lenet
-from robench_plugins.common.training import TrainParams, train_classifier
+from robench.nets import lenet
+from robench.training import TrainParams, train_classifier
 
 from .losses import margin_loss, rho_adv, rho_adv_from_norms
 

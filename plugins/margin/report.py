@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
 from pathlib import Path
 
 import torch
+import yaml
+
+from robench.results import evaluation_data, read_cells
 
 from .losses import rho_adv_from_norms
 
@@ -21,33 +23,23 @@ from .losses import rho_adv_from_norms
 def rho_table(store: str | Path, suite: str | Path, data_dir: str | Path) -> list[dict]:
     """One row per (model, attack) of minimal L2 cells: rho_adv over correctly classified samples
     with a verified adversarial, their count, the clean error and the attack's failures."""
-    from robench.plugins import get_registry
-    from robench.runner import load_eval_data
-    from robench.suite import load_suite
-
-    registry = get_registry()
-    resolved = load_suite(suite, registry)
-    data = load_eval_data(resolved, registry, Path(data_dir), None)
+    data = evaluation_data(suite, data_dir)
     input_l2 = data.x.flatten(1).double().norm(dim=1)
-    con = sqlite3.connect(str(store))
+    name = yaml.safe_load(Path(suite).read_text())["name"]
+    cells = sorted((c for c in read_cells(store, name) if c["norm"] == "L2" and c["kind"] == "minimal"),
+                   key=lambda c: (c["model"], c["attack"]))
     rows = []
-    cells = con.execute(
-        "SELECT key, model, attack FROM cells WHERE suite = ? AND norm = 'L2' AND kind = 'minimal' ORDER BY model, attack",
-        (resolved.suite.name,),
-    ).fetchall()
-    for key, model, attack in cells:
-        samples = con.execute(
-            "SELECT idx, label, clean_pred, success, rejected, l2 FROM samples WHERE cell = ?", (key,)
-        ).fetchall()
+    for cell in cells:
+        samples = cell["samples"]
         if not samples:
             continue
-        idx = torch.tensor([s[0] for s in samples])
-        correct = torch.tensor([s[1] == s[2] for s in samples])
-        ok = torch.tensor([bool(s[3]) and not s[4] and s[5] is not None for s in samples])
-        l2 = torch.tensor([s[5] if s[5] is not None else float("nan") for s in samples], dtype=torch.float64)
+        idx = torch.tensor([s["idx"] for s in samples])
+        correct = torch.tensor([s["label"] == s["clean_pred"] for s in samples])
+        ok = torch.tensor([bool(s["success"]) and not s["rejected"] and s["l2"] is not None for s in samples])
+        l2 = torch.tensor([s["l2"] if s["l2"] is not None else float("nan") for s in samples], dtype=torch.float64)
         rho, n = rho_adv_from_norms(l2, input_l2[idx], correct & ok)
         rows.append({
-            "model": model, "attack": attack, "rho": rho, "n": n,
+            "model": cell["model"], "attack": cell["attack"], "rho": rho, "n": n,
             "clean_error": float((~correct).float().mean()), "failed": int((correct & ~ok).sum()),
         })
     return rows

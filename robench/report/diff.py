@@ -102,6 +102,7 @@ def diff_markdown(changes: list[Change]) -> str:
 
 
 def diff_json(changes: list[Change]) -> str:
+    """Changes as a JSON list: one object per change (a whole row for added or removed rows, else old and new)."""
     out = []
     for c in changes:
         d = {"suite": c.suite, "model": c.model, "attack": c.attack, "norm": c.norm, "what": c.what}

@@ -258,10 +258,12 @@ def clean_nan(obj):
 
 
 def rows_json(results: list[SuiteResults]) -> list[dict]:
+    """Every leaderboard row of ``results`` as a JSON-ready dict (NaN as None): the ``<suite>.json`` content."""
     return [clean_nan(r.to_json()) for res in results for r in res.rows]
 
 
 def to_csv(results: list[SuiteResults]) -> str:
+    """Every row as CSV: one line per model, attack and norm, robust accuracy in one column per (norm, eps)."""
     eps_cols = sorted({(r.norm, e) for res in results for r in res.rows for e in r.robust_accuracy}, key=lambda t: (NORM_ORDER.index(t[0]), t[1]))
     buf = io.StringIO()
     w = csv.writer(buf)

@@ -12,7 +12,7 @@ import torch
 from pydantic import Field
 
 import robench
-from robench_plugins.common.training import TrainParams, train_classifier
+from robench.training import TrainParams, train_classifier
 
 
 class BitDepthParams(TrainParams):
