@@ -9,6 +9,7 @@ the row's identity columns) instead of folding its cells.
 
 from __future__ import annotations
 
+import io
 import re
 import sys
 import warnings
@@ -19,7 +20,7 @@ from typing import Any, Iterator, Sequence
 
 from rich import box
 from rich.console import Console, RenderableType
-from rich.measure import Measurement
+from rich.cells import cell_len
 from rich.table import Table as RichTable
 from rich.text import Text
 
@@ -160,11 +161,19 @@ def plugin_listing(console: Console, specs: Sequence[Any], *, verbose: bool = Fa
 # -- tables that fit -----------------------------------------------------------------------------
 
 
+def _longest_word(x: RenderableType) -> int:
+    text = x.plain if isinstance(x, Text) else str(x)
+    return max((cell_len(w) for w in text.split()), default=0)
+
+
 def _rich_table(title: str | None, headers: list[str], rows: list[list[RenderableType]], right: set[int]) -> RichTable:
     t = RichTable(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
                   show_edge=False, collapse_padding=True)
     for i, h in enumerate(headers):
-        t.add_column(h, justify="right" if i in right else "left", overflow="fold")
+        # the longest word of the column is its floor: rich would otherwise squeeze a column below it
+        # (folding a model name) when the table is too wide; fitted_tables keeps tables within the width
+        floor = max(_longest_word(x) for x in [h, *(r[i] for r in rows)])
+        t.add_column(h, justify="right" if i in right else "left", overflow="fold", min_width=floor)
     for r in rows:
         t.add_row(*r)
     return t
@@ -183,7 +192,17 @@ def fitted_tables(console: Console, title: str | None, headers: list[str], rows:
                            {j for j, c in enumerate(cols) if c in right})
 
     def fits(cols: list[int]) -> bool:
-        return Measurement.get(console, console.options, build(cols, None)).minimum <= width
+        """Rendered at the width, every word of every cell and header comes out whole (rich's own
+        measurement does not account for its collapsing, so the table is rendered to check)."""
+        probe = Console(width=width, file=io.StringIO(), color_system=None, record=True, legacy_windows=False)
+        probe.print(build(cols, None))
+        shown = set(probe.export_text().split())
+        needed = set()
+        for c in cols:
+            needed |= set(headers[c].split())
+            for r in rows:
+                needed |= set((r[c].plain if isinstance(r[c], Text) else str(r[c])).split())
+        return needed <= shown
 
     all_cols = list(range(len(headers)))
     if fits(all_cols) or len(headers) <= keep + 1:
