@@ -120,12 +120,23 @@ def load_eval_data(resolved: Resolved, registry: Registry, data_dir: Path, limit
     x, y = read_split(dataset, ref.name, ref.split, data_dir)
     check_batch(x, f"dataset {ref.name}", info.input_shape)
     check_labels(x, y, dataset.info().num_classes, f"dataset {ref.name}")
+    positions = None  # samples chosen by index keep their index in the split as their sample index
+    if ref.indices is not None:
+        beyond = [i for i in ref.indices if i >= len(x)]
+        if beyond:
+            raise UserInputError(f"dataset.indices: {beyond[:5]}{' ...' if len(beyond) > 5 else ''} beyond the {len(x)} samples "
+                                 f"of {ref.name} {ref.split} (indices count from 0)")
+        positions = torch.tensor(ref.indices, dtype=torch.int64)
+        x, y = x[positions], y[positions]
+        if ref.classes:
+            positions = positions[torch.isin(y, torch.tensor(ref.classes))]
     x, y = select_classes(x, y, ref.classes)
     n = limit if limit is not None else ref.limit
     end = len(x) if n is None else min(len(x), ref.offset + n)
     x, y = x[ref.offset : end].contiguous(), y[ref.offset : end].contiguous()
     shas = [hashlib.sha256(xi.numpy().tobytes()).hexdigest() for xi in x]
-    return EvalData(info, x, y, list(range(len(x))), shas)
+    idx = list(range(len(x))) if positions is None else [int(i) for i in positions[ref.offset : end]]
+    return EvalData(info, x, y, idx, shas)
 
 
 def load_train_data(resolved: Resolved, registry: Registry, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:

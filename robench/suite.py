@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .api import Norm, Params
 from .errors import SuiteError, UserInputError
@@ -104,13 +104,28 @@ class DatasetRef(_Strict):
         None, min_length=2, description="keep only these classes, relabelled 0..k-1 in this order"
     )
     params: dict[str, Any] = Field(default_factory=dict, description="the dataset plugin's own parameters")
+    indices: list[Annotated[int, Field(ge=0, le=10**9)]] | None = Field(
+        None, min_length=1, description="evaluate only these samples: positions in the split, in this order (stored as each "
+        "sample's index); with classes, those of the classes; offset and limit then apply to this list")
+    indices_file: str | None = Field(
+        None, description="the indices from a file, relative to the suite's folder: .npy (an integer array) or .txt "
+        "(integers separated by spaces, commas or newlines)")
 
-    @field_validator("classes")
+    @field_validator("classes", "indices")
     @classmethod
-    def _distinct(cls, v):
+    def _distinct(cls, v, info):
         if v is not None and len(set(v)) != len(v):
-            raise ValueError(f"classes must be distinct, got {v}")
+            from collections import Counter
+
+            dup = sorted(i for i, n in Counter(v).items() if n > 1)[:5]
+            raise ValueError(f"{info.field_name} must be distinct, got {v if len(v) <= 20 else '...'} (repeated: {dup})")
         return v
+
+    @model_validator(mode="after")
+    def _one_index_source(self):
+        if self.indices is not None and self.indices_file is not None:
+            raise ValueError("give indices or indices_file, not both")
+        return self
 
 
 class ModelEntry(_Strict):
@@ -147,6 +162,10 @@ class Suite(_Strict):
 
     name: str = Field(pattern=NAME_PATTERN, description="suite name; also the leaderboard file name")
     description: str = Field("", description="one paragraph shown above the leaderboard")
+    estimate: str | None = Field(
+        None, max_length=300, description="how long the whole suite takes, e.g. 'about 20 h on 2 CPU cores'; "
+                                          "`robench run` prints it with its plan (not part of the suite hash)"
+    )
     dataset: DatasetRef
     seed: int = Field(0, ge=0, le=SEED_MAX, description="seeds training, attacks and sampling")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available")
@@ -182,7 +201,8 @@ class Suite(_Strict):
         return eps[len(eps) // 2] if eps else None
 
     def content_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+        # the estimate is a note on cost, not part of what is measured: it does not change the hash
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json", exclude={"estimate"}), sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -525,6 +545,45 @@ def _dataset_problems(suite: Suite, registry: Registry, dataset_params: Params, 
     return tuple(info.input_shape)
 
 
+def read_indices(file: Path) -> list[int]:
+    """Sample indices from a .npy file (integer array, no pickles) or a text file (integers
+    separated by whitespace or commas); ValueError with the reason otherwise."""
+    import numpy as np
+
+    if file.suffix == ".npy":
+        arr = np.load(file, allow_pickle=False)
+        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"expected a 1-d integer array, found shape {arr.shape} of {arr.dtype}")
+        return [int(i) for i in arr]
+    words = file.read_text().replace(",", " ").split()
+    bad = [w for w in words if not w.isdigit()]
+    if bad:
+        raise ValueError(f"not a non-negative integer: {bad[0]!r}")
+    return [int(w) for w in words]
+
+
+def _read_indices_file(suite: Suite, path: str, lines: dict, problems: list) -> None:
+    """``dataset.indices_file`` read into ``dataset.indices`` (so the selection itself, not the
+    file's name, enters the suite hash and every cell key)."""
+    ref = suite.dataset
+    if ref.indices_file is None:
+        return
+    where = "dataset.indices_file" + _where(lines, ("dataset", "indices_file"))
+    base = Path(path).resolve().parent if path and not path.startswith("<") else Path.cwd()
+    file = Path(ref.indices_file).expanduser()
+    file = file if file.is_absolute() else base / file
+    if not file.is_file():
+        problems.append((where, f"file not found: {file}"))
+        return
+    try:
+        values = read_indices(file)
+        ref.indices = DatasetRef.model_validate({"name": ref.name, "indices": values}).indices
+    except ValidationError as exc:
+        problems.append((where, f"{file}: {exc.errors()[0]['msg']}"))
+    except (ValueError, OSError) as exc:
+        problems.append((where, f"{file}: {exc}"))
+
+
 def _suite_files(params: Params, path: str, loc: tuple, lines: dict, problems: list) -> Params:
     """Suite-relative path parameters made absolute (against the suite file's folder); a file
     that does not exist is a problem at its YAML location."""
@@ -547,6 +606,7 @@ def resolve(suite: Suite, registry: Registry, path: str = "<suite>", lines: dict
     _cross_ref_problems(suite.model_dump(mode="json"), lines, problems)
 
     dataset_params = _params_for(registry, "dataset", suite.dataset.name, suite.dataset.params, ("dataset",), lines, problems)
+    _read_indices_file(suite, path, lines, problems)
     shape = None
     if dataset_params is not None:
         shape = _dataset_problems(suite, registry, dataset_params, lines, problems, data_dir)
