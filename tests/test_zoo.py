@@ -1,0 +1,86 @@
+"""The model zoo: add a suite's trained model, seed a fresh cache from it (no training), refuse a
+file whose hash does not match with the command that retrains it."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import textwrap
+
+import pytest
+from typer.testing import CliRunner
+
+from robench.cli import app
+from robench.plugins import get_registry
+from robench.run import RunOptions, run_suite
+from robench.suite import load_suite
+from robench.zoo import add_models, read_manifest
+
+
+@pytest.fixture()
+def suite(tmp_path):
+    path = tmp_path / "z.yaml"
+    path.write_text(textwrap.dedent("""
+        name: zoo-test
+        dataset: {name: digits, limit: 40}
+        device: cpu
+        models: [{name: mlp, plugin: mlp, params: {hidden: 32, epochs: 15, lr: 0.01}}]
+        attacks: [{name: fgsm, plugin: fgsm, params: {norm: Linf}}]
+        epsilons: {Linf: [0.1]}
+    """))
+    return path
+
+
+def _run(tmp_path, suite, cache, out):
+    reg = get_registry()
+    return run_suite(load_suite(suite, reg), reg, RunOptions(out_dir=tmp_path / out, data_dir=tmp_path, cache_dir=tmp_path / cache))
+
+
+def test_zoo_seeds_a_fresh_cache_and_refuses_a_changed_file(tmp_path, suite, monkeypatch):
+    zoo = tmp_path / "zoo"
+    monkeypatch.setenv("ROBENCH_ZOO", str(zoo))
+    [entry] = add_models(suite, None, tmp_path, tmp_path / "cache1", zoo=zoo, log=lambda t: None)
+    manifest = read_manifest(zoo)
+    assert list(manifest) == [entry.key]
+    assert entry.sha256 and (zoo / entry.file).is_file() and 0.5 < entry.clean_accuracy <= 1 and entry.clean_n == 40
+    assert entry.command.startswith("robench zoo add ") and entry.command.endswith("--model mlp --retrain")
+    assert entry.config["plugin"] == "mlp" and entry.config["params"]["hidden"] == 32
+    first = _run(tmp_path, suite, "cache1", "out1")
+    assert first.ok
+
+    # A fresh cache: the weights come from the zoo, the model is not trained.
+    from robench_plugins.basic.mlp import MLP
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained although the zoo has the weights")
+
+    monkeypatch.setattr(MLP, "fit", no_training)
+    second = _run(tmp_path, suite, "cache2", "out2")
+    assert second.ok, second.models_failed
+    assert json.loads((tmp_path / "cache2" / entry.key / "config.json").read_text())["from_zoo"] == entry.file
+    preds = [sorted(sqlite3.connect(tmp_path / o / "results.sqlite").execute("SELECT idx, pred FROM clean")) for o in ("out1", "out2")]
+    assert preds[0] == preds[1]
+
+    res = CliRunner().invoke(app, ["zoo", "verify"])
+    assert res.exit_code == 0 and "1 of 1 zoo files match" in res.output
+    res = CliRunner().invoke(app, ["zoo", "list"])
+    assert res.exit_code == 0 and entry.key in res.output and "zoo-test" in res.output
+
+    # A zoo file that does not match its hash is refused, with how to retrain.
+    data = bytearray((zoo / entry.file).read_bytes())
+    data[-1] ^= 0xFF
+    (zoo / entry.file).write_bytes(bytes(data))
+    third = _run(tmp_path, suite, "cache3", "out3")
+    assert not third.ok
+    [(name, err)] = third.models_failed
+    assert name == "mlp" and "does not match its manifest" in err and entry.command in err
+    assert not (tmp_path / "cache3" / entry.key / "weights.safetensors").exists()
+    res = CliRunner().invoke(app, ["zoo", "verify"])
+    assert res.exit_code == 1 and "does not match its manifest" in " ".join(res.output.split())
+
+
+def test_an_empty_zoo_changes_nothing(tmp_path, suite, monkeypatch):
+    monkeypatch.setenv("ROBENCH_ZOO", str(tmp_path / "nozoo"))
+    assert _run(tmp_path, suite, "cache", "out").ok
+    res = CliRunner().invoke(app, ["zoo", "list"])
+    assert res.exit_code == 0 and "is empty" in res.output
