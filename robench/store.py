@@ -197,6 +197,19 @@ class SampleRow:
     seconds: float
 
 
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that never writes: ``mode=ro``; ``immutable=1`` where SQLite cannot even create the
+    shared-memory file a WAL store needs (a read-only file system)."""
+    uri = path.resolve().as_uri()
+    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=60, isolation_level=None)
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        db.close()
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=60, isolation_level=None)
+
+
 def _nan_to_none(v):
     return None if v is None or v != v else float(v)
 
@@ -213,12 +226,21 @@ class Store:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot create the output folder {self.path.parent}: {exc}") from None
-        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        # A store that cannot be written (a read-only file system, or permissions) can still be read:
+        # it is opened read-only instead of failing as "not a robench results store".
+        self.read_only = not create and not (os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK))
+        try:
+            self.db = _open_read_only(self.path) if self.read_only else sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open it ({exc})") from None
         try:
             self.db.execute("PRAGMA busy_timeout=60000")
+            if self.read_only and not self.db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
+                raise StoreError(f"{self.path} is an empty file on a read-only file system, not a robench results store")
             self._check_or_init()  # before WAL: a foreign SQLite file must be left untouched
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
+            if not self.read_only:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.DatabaseError as exc:
             self.db.close()
             raise StoreError(f"{self.path} is not a robench results store ({exc})") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from ..metrics import SuiteResults
 from .tables import (
     WARN, Table, attack_table, clean_only_table, eps_text, noise_table, norms_of, per_attack_rows, provenance_lines, ranking_table,
@@ -9,9 +11,22 @@ from .tables import (
 )
 
 
+_TAG = re.compile(r"<(?=[A-Za-z/!?])")  # what opens raw HTML (a tag, comment, declaration) or an autolink
+_ENTITY = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
+
+
+def md_text(s: object) -> str:
+    """Text from a suite, a store or an error, made inert in markdown as :func:`html.escape` makes it
+    in HTML: no raw HTML or autolink (``<`` before a letter, ``/``, ``!``, ``?``), no entity, no inline
+    link or image (``](``), no reference definition (``]:``). Plain text such as ``C&W``, ``a <-> b``,
+    ``[95% interval]`` or ``**bold**`` is left as written (emphasis is harmless)."""
+    s = _TAG.sub("&lt;", _ENTITY.sub("&amp;", str(s)))
+    return s.replace("](", "]\\(").replace("]:", "]\\:")
+
+
 def md_table(t: Table) -> list[str]:
     def esc(s: str) -> str:
-        return s.replace("|", "\\|")
+        return md_text(s).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
     out = ["| " + " | ".join(esc(h) for h in t.headers) + " |", "|" + "---|" * len(t.headers)]
     out += ["| " + " | ".join(esc(c.text) for c in row) + " |" for row in t.rows]
@@ -21,10 +36,10 @@ def md_table(t: Table) -> list[str]:
 def to_markdown(res: SuiteResults, norms: list[str] | None = None) -> str:
     """The leaderboard of one suite; ``norms`` restricts it to those norms (default: all)."""
     cfg = res.config
-    lines = [f"# Leaderboard: {res.suite}", ""]
+    lines = [f"# Leaderboard: {md_text(res.suite)}", ""]
     if cfg.get("description"):
-        lines += [cfg["description"].strip(), ""]
-    lines += summary_lines(res) + [""]
+        lines += [md_text(str(cfg["description"]).strip()), ""]
+    lines += [md_text(line) for line in summary_lines(res)] + [""]
     for norm in norms_of(res):
         if norms is None or norm in norms:
             lines += _norm_section(res, norm)
@@ -32,31 +47,31 @@ def to_markdown(res: SuiteResults, norms: list[str] | None = None) -> str:
         if res.noise:
             lines += ["## Gaussian noise", ""] + _md_block(noise_table(res))
         for m in res.transfer:
-            lines += [f"## Transfer: {m['norm']} eps = {eps_text(m['eps'])}", ""] + _md_block(transfer_table(m))
+            lines += [f"## Transfer: {md_text(m['norm'])} eps = {eps_text(m['eps'])}", ""] + _md_block(transfer_table(m))
         clean_only = clean_only_table(res)
         if clean_only is not None:
             lines += ["## Clean accuracy only", ""] + _md_block(clean_only)
     if res.warnings:
-        lines += ["## Warnings", ""] + [f"- {WARN} {w}" for w in res.warnings] + [""]
+        lines += ["## Warnings", ""] + [f"- {WARN} {md_text(w)}" for w in res.warnings] + [""]
     lines += ["---", ""]
     for p in provenance_lines(res):
-        lines += [f"<sub>{p}</sub>", ""]
+        lines += [f"<sub>{md_text(p)}</sub>", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
 def _md_block(t: Table) -> list[str]:
-    return ([t.note, ""] if t.note else []) + md_table(t) + [""]
+    return ([md_text(t.note), ""] if t.note else []) + md_table(t) + [""]
 
 
 def _norm_section(res: SuiteResults, norm: str) -> list[str]:
-    out = [f"## {norm}", ""] + _md_block(ranking_table(res, norm))
-    out += [f"### {norm}: per attack", ""] + _md_block(attack_table(res, norm))
+    out = [f"## {md_text(norm)}", ""] + _md_block(ranking_table(res, norm))
+    out += [f"### {md_text(norm)}: per attack", ""] + _md_block(attack_table(res, norm))
     attack_rows = per_attack_rows(res, norm)
     if any(r.via_surrogate for r in attack_rows):
         out += ["† via surrogate: the model is not differentiable; the attack used its differentiable surrogate, "
                 "and every adversarial was verified on the real model.", ""]
     recs = [r for r in attack_rows if r.records]
     if recs:
-        out += ["Attack-reported figures: " + "; ".join(
-            f"{r.model}/{r.attack}: " + ", ".join(f"{k} = {v:.4g}" for k, v in sorted(r.records.items())) for r in recs), ""]
+        out += [md_text("Attack-reported figures: " + "; ".join(
+            f"{r.model}/{r.attack}: " + ", ".join(f"{k} = {v:.4g}" for k, v in sorted(r.records.items())) for r in recs)), ""]
     return out

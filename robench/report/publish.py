@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+from ..errors import UserInputError
 from ..metrics import SuiteResults
 from .html import build_site
-from .markdown import to_markdown
+from .markdown import md_text, to_markdown
 from .plots import PLOT_CAPTIONS, plots
 from .tables import index_entries, pct, rows_json, to_csv
 
@@ -16,6 +18,26 @@ from .tables import index_entries, pct, rows_json, to_csv
 def publish(results: list[SuiteResults], to: Path, *, html: bool = False) -> list[Path]:
     """Write ``<suite>.md``, ``.json``, ``.csv`` and the plots (PNG + SVG) per suite, and the index
     ``README.md`` of every suite published in ``to``; with ``html``, also the static site in ``to/site``."""
+    for res in results:  # everything checked before the first byte is written
+        check_publish_name(res.suite)
+        for name in publish_names(res.suite):
+            check_target(to / name, to)
+        if html:
+            for name in publish_names(res.suite, html=True):
+                check_target(to / "site" / name, to / "site")
+    check_target(to / "README.md", to)
+    for folder in [to] + ([to / "site"] if html else []):
+        if folder.exists() and not folder.is_dir():
+            raise UserInputError(f"{folder} exists and is not a folder; publish into another --to")
+    if html and (to / "site").is_symlink():
+        raise UserInputError(f"{to / 'site'} is a symbolic link; publish writes only inside {to} (remove the link first)")
+    try:
+        return _write_all(results, to, html)
+    except OSError as exc:  # a read-only or full file system: one line, not a traceback
+        raise UserInputError(f"cannot write into {to}: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")) from None
+
+
+def _write_all(results: list[SuiteResults], to: Path, html: bool) -> list[Path]:
     to.mkdir(parents=True, exist_ok=True)
     written = []
     for res in results:
@@ -36,6 +58,56 @@ def publish(results: list[SuiteResults], to: Path, *, html: bool = False) -> lis
     return written
 
 
+#: What a suite name may be (as in a suite file), so that every file named after it stays inside ``--to``.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
+#: Names of the files ``publish`` writes that are not per suite.
+_RESERVED = {"readme", "index", "robench"}
+
+
+def check_publish_name(name: object) -> None:
+    """A suite name read from a results store is validated like one in a suite file before files are
+    named after it: a crafted store cannot make ``publish`` write outside ``--to`` or over its index."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name.lower() in _RESERVED:
+        raise UserInputError(
+            f"the results store names a suite {str(name)[:80]!r}, which is not a valid suite name (up to 100 letters, digits and "
+            "_.+-, starting with a letter or digit; not README, index or robench); refusing to write files named after it")
+
+
+def publish_names(suite: str, *, html: bool = False) -> list[str]:
+    """Every file name ``publish`` may write for ``suite`` (in ``--to``, or with ``html`` in ``--to/site``)."""
+    plots_ = [f"{suite}{tail}{ext}" for tail in ("", "-cdf", "-transfer") for ext in (".png", ".svg")]
+    if html:
+        return [f"{suite}.html", f"{suite}.json", f"{suite}.csv", "index.html", "robench.css", "robench.js"] + plots_
+    return [f"{suite}.md", f"{suite}.json", f"{suite}.csv"] + plots_
+
+
+def _ours(path: Path) -> bool:
+    """Whether an existing file looks like one ``publish`` wrote (so overwriting it is an update)."""
+    try:
+        if path.suffix == ".md":
+            with path.open(encoding="utf-8", errors="replace") as f:
+                first = f.readline()
+            return first.startswith("# Leaderboard: ") or (path.name == "README.md" and first.startswith("# Leaderboards"))
+        if path.suffix == ".json":
+            rows = json.loads(path.read_text())
+            return isinstance(rows, list) and all(isinstance(r, dict) and "model" in r and "norm" in r for r in rows)
+    except (OSError, ValueError):
+        return False
+    return True  # csv, plots, site assets: robench's names, rewritten
+
+
+def check_target(path: Path, to: Path) -> None:
+    """Refuse to write ``path`` when it would leave ``to`` (through a symbolic link, or a folder in its
+    place) or replace a markdown / JSON file that ``publish`` did not write (e.g. a project's README)."""
+    if path.is_symlink():
+        raise UserInputError(f"{path} is a symbolic link; publish writes only plain files inside {to} (remove the link first)")
+    if path.exists() and not path.is_file():
+        raise UserInputError(f"{path} exists and is not a file; publish into another --to")
+    if path.exists() and not _ours(path):
+        raise UserInputError(f"{path} exists and was not written by robench publish; publish into another --to "
+                             "(or remove the file) rather than overwrite it")
+
+
 def _write_index(to: Path) -> Path:
     """``README.md`` listing every suite published in ``to``."""
     lines = ["# Leaderboards", "", "Published with `robench publish`. One page per suite; the top model per norm is ranked "
@@ -44,9 +116,13 @@ def _write_index(to: Path) -> Path:
     for e in index_entries(to):
         if not (to / f"{e['suite']}.md").exists():
             continue
-        tops = "; ".join(f"{t['norm']}: {t['model']} ({pct(t['robust_accuracy'])} @ {t['eps']})" for t in e["tops"])
+        if not _NAME.fullmatch(e["suite"]):
+            continue  # a .json dropped into the folder under a name no suite can have
+        tops = md_text("; ".join(f"{t['norm']}: {t['model']} ({pct(t['robust_accuracy'])} @ {t['eps']})" for t in e["tops"]))
+        tops = tops.replace("|", "\\|")
         s = e["suite"]
-        lines.append(f"| {s} | {len(e['models'])} | {', '.join(e['norms'])} | {tops or '–'} "
+        norms = md_text(", ".join(map(str, e["norms"]))).replace("|", "\\|")
+        lines.append(f"| {s} | {len(e['models'])} | {norms} | {tops or '–'} "
                      f"| [{s}.md]({s}.md) | [json]({s}.json), [csv]({s}.csv) |")
     index = to / "README.md"
     index.write_text("\n".join(lines) + "\n")
