@@ -30,7 +30,9 @@ class Norm(str, enum.Enum):
 
 
 AttackKind = Literal["bounded", "minimal"]
-Need = Literal["gradients", "scores", "decisions", "transfer"]
+#: "weights": white-box access to the model's learned parameters, through what it declares in
+#: :attr:`Model.exposes` (shown in the leaderboard's needs column).
+Need = Literal["gradients", "scores", "decisions", "transfer", "weights"]
 
 
 #: Largest whole number a parameter accepts unless its field declares its own ``le``/``lt``: no
@@ -110,10 +112,33 @@ class Context:
     #: Extra per-cell figures an attack reports (e.g. a substitute's label match rate); the harness
     #: stores the last value recorded under each name with the cell. Use :meth:`record`.
     records: dict[str, float] = field(default_factory=dict)
+    #: The run's plugins (a :class:`robench.plugins.Registry`, ``--plugin`` modules included), from
+    #: which wrapper plugins build the plugins they wrap (:meth:`attack`, :meth:`dataset`). Set by
+    #: the harness; None outside a run, where the installed plugins are used.
+    registry: Any = field(default=None, repr=False)
 
     def record(self, name: str, value: float) -> None:
         """Report a named figure for the current cell (shown in the leaderboard's cell details)."""
         self.records[name] = float(value)
+
+    def attack(self, name: str, params: dict[str, Any] | None = None) -> Attack:
+        """Attack plugin ``name`` of this run, built with ``params`` (validated by its Params model:
+        a ``pydantic.ValidationError`` when they do not fit), for wrapper attacks such as ``transfer``."""
+        return self._build("attack", name, params)
+
+    def dataset(self, name: str, params: dict[str, Any] | None = None) -> Dataset:
+        """Dataset plugin ``name`` of this run, built with ``params`` (see :meth:`attack`)."""
+        return self._build("dataset", name, params)
+
+    def _build(self, kind: str, name: str, params: dict[str, Any] | None):
+        registry = self.registry
+        if registry is None:
+            from .plugins import get_registry
+
+            registry = get_registry()
+        factory = registry.get(kind, name).factory
+        return construct(factory, factory.Params(**(params or {})), self)
+
 
     def generator(self, offset: int = 0) -> torch.Generator:
         """A CPU generator seeded from the run seed (offset separates independent streams)."""
@@ -122,6 +147,21 @@ class Context:
     def report(self, done: int, total: int) -> None:
         if self.progress is not None:
             self.progress(done, total)
+
+
+def construct(factory: type, params: Params, ctx: Context | None = None) -> Any:
+    """An attack or dataset plugin instance. A plugin whose constructor takes a ``ctx`` argument
+    (a wrapper that builds other plugins through :meth:`Context.attack` / :meth:`Context.dataset`)
+    gets ``ctx``; any other gets its params only."""
+    import inspect
+
+    try:
+        takes_ctx = "ctx" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        takes_ctx = False
+    if takes_ctx:
+        return factory(params, ctx=ctx if ctx is not None else Context())
+    return factory(params)
 
 
 class Model:
@@ -140,6 +180,11 @@ class Model:
     randomized: ClassVar[bool] = False
     #: fit() must be called before use (False: model is complete at construction, e.g. analytic).
     trainable: ClassVar[bool] = True
+    #: Methods beyond :meth:`scores` that attacks may call, by name, with what each reveals:
+    #: ``"weights"`` (returns learned parameters; only attacks that declare the need ``"weights"``
+    #: may call it) or ``"forward"`` (takes a batch ``x``; counted as one forward pass per row).
+    #: The harness's counting wrapper forwards exactly these; nothing else of the model is reachable.
+    exposes: ClassVar[dict[str, str]] = {}
 
     def __init__(self, params: Params, info: DatasetInfo):
         self.params = params

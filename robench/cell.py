@@ -4,18 +4,20 @@ candidate, and produce the rows the store keeps. Every executor runs cells throu
 
 from __future__ import annotations
 
+import hashlib
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 
-from .api import Attack, Context, Model, Norm, Params
+from .api import Attack, Context, Model, Norm, Params, construct
 from .counting import CountingModel, check_attack_output
 from .data import EvalData
 from .errors import RobenchError
+from .guard import check_unchanged, fingerprint, freeze
 from .seeds import batch_seed, seed_everything
 from .store import SampleRow
 from .verify import verify
@@ -40,6 +42,11 @@ class CellJob:
     clean_pred: list[int]  # the model's clean prediction at each of those positions
     seed: int
     done_before: int  # samples already stored
+    # What the harness checks its own copies against: the stored SHA-256 of each input and its stored label.
+    sha256: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    needs: tuple[str, ...] = ()  # the attack's declared needs (white-box "weights" gates model.exposes)
+    model_key: str = ""  # stable identity of the attacked model (attacks may key caches on it)
 
 
 @dataclass
@@ -55,14 +62,19 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def attack_cell(job: CellJob, factory: type[Attack], params: Params, model: Model, source: Model | None, data: EvalData,
-                device: torch.device, data_dir: Path | None, log: Callable[[str], None]) -> Iterator[BatchResult]:
+                device: torch.device, data_dir: Path | None, log: Callable[[str], None], registry=None) -> Iterator[BatchResult]:
     """Attack a cell's remaining samples, yielding each verified batch for the caller to store.
 
     Every executor runs cells through this function, and each batch is seeded from (seed, cell
     key, index of its first sample), so a cell's rows do not depend on where or after what it ran,
     nor on a resume. A batch that runs out of memory is retried once as two halves.
     """
-    attack: Attack = factory(params)
+    # The attack's own copy of the pool: nothing it writes there reaches the harness's data.
+    ctx = Context(device=device, seed=job.seed, data_dir=data_dir, log=log, pool=data.x.clone(), registry=registry)
+    attack: Attack = construct(factory, params, ctx)
+    freeze(model)
+    if source is not None:
+        freeze(source)
     attacked = model
     if job.via_surrogate:
         attacked = model.surrogate()
@@ -72,28 +84,38 @@ def attack_cell(job: CellJob, factory: type[Attack], params: Params, model: Mode
                 "use a decision- or score-based attack instead"
             )
         attacked.to(device).eval()
-    counting = CountingModel(attacked, f"model plugin {job.model_plugin}" + (" (surrogate)" if job.via_surrogate else ""), check_nan=False)
+        freeze(attacked)
+    counting = CountingModel(attacked, f"model plugin {job.model_plugin}" + (" (surrogate)" if job.via_surrogate else ""),
+                             check_nan=False, needs=job.needs or tuple(factory.needs), model_key=job.model_key)
     checked = CountingModel(model, f"model plugin {job.model_plugin}")  # verification sees the real model, checked
-    ctx = Context(device=device, seed=job.seed, data_dir=data_dir, log=log, pool=data.x)
+    who = f"attack plugin {job.attack_plugin}"
+    # Taken before the attack ever sees the models; compared after each of its batches, before verifying.
+    watched = [(model, fingerprint(model), f"model {job.model}")]
+    if source is not None:
+        watched.append((source, fingerprint(source), f"source model {job.source}"))
 
     def one_batch(chunk: list[int]) -> list[SampleRow]:
         pos = [job.positions[k] for k in chunk]
+        # Harness-owned tensors: verification reads these; the attack gets clones it may do anything with.
         xb = data.x[pos].to(device)
         yb = data.y[pos].to(device)
         clean_pred = torch.tensor([job.clean_pred[k] for k in chunk])
         seed_everything(batch_seed(job.seed, job.key, data.indices[pos[0]]))
         counting.reset()
         t0 = time.perf_counter()
-        adv = attack.run(counting, xb, yb, eps=job.eps, ctx=ctx, source=source)
+        adv = attack.run(counting, xb.clone(), yb.clone(), eps=job.eps, ctx=ctx, source=source)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
-        check_attack_output(adv, xb, f"attack plugin {job.attack_plugin}")
+        for m, before, name in watched:
+            check_unchanged(before, m, f"{who} (on {name})")
+        check_attack_output(adv, xb, who)
+        _check_inputs(job, chunk, xb, yb)
         verdict = verify(checked, xb, yb, adv, clean_pred, job.norm, job.eps)
         n = len(pos)
         return [
             SampleRow(
-                idx=data.indices[i], sha256=data.sha256[i], label=int(data.y[i]), clean_pred=int(clean_pred[j]),
+                idx=data.indices[i], sha256=data.sha256[i], label=int(yb[j]), clean_pred=int(clean_pred[j]),
                 success=bool(verdict.success[j]), rejected=bool(verdict.rejected[j]), reject_reason=verdict.reasons[j],
                 l0=float(verdict.norms[Norm.L0][j]), l1=float(verdict.norms[Norm.L1][j]),
                 l2=float(verdict.norms[Norm.L2][j]), linf=float(verdict.norms[Norm.Linf][j]),
@@ -133,7 +155,23 @@ def attack_cell(job: CellJob, factory: type[Attack], params: Params, model: Mode
             yield BatchResult(rows, dict(ctx.records))
 
 
+def _check_inputs(job: CellJob, chunk: list[int], xb: torch.Tensor, yb: torch.Tensor) -> None:
+    """The harness's inputs and labels must still be the stored ones (SHA-256 of each input)."""
+    if job.sha256:
+        cpu = xb.detach().cpu().contiguous()
+        for j, k in enumerate(chunk):
+            if hashlib.sha256(cpu[j].numpy().tobytes()).hexdigest() != job.sha256[k]:
+                raise RobenchError(f"input at position {job.positions[k]} no longer matches the SHA-256 stored for it; "
+                                   "the evaluation data changed during the cell (or since the store was written)")
+    if job.labels and yb.detach().cpu().tolist() != [job.labels[k] for k in chunk]:
+        raise RobenchError("the labels of a batch no longer match the stored ones; the evaluation data changed during the cell")
+
+
 def describe_exception(exc: BaseException) -> str:
     if isinstance(exc, RobenchError):
         return f"{type(exc).__name__}: {exc}"
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if not isinstance(exc, Exception):  # SystemExit, GeneratorExit-like escapes from plugin code
+        return text + (f"plugin code raised {type(exc).__name__}({', '.join(map(repr, exc.args))}), which would have "
+                       "ended the whole run; only this cell (or model) fails")
+    return text

@@ -54,25 +54,37 @@ def check_attack_output(adv: Any, x: torch.Tensor, who: str) -> None:
 
 
 class CountingModel(Model):
-    """Wraps a model so the harness, not the attack, counts forward and backward passes (rows)."""
+    """Wraps a model so the harness, not the attack, counts forward and backward passes (rows).
 
-    def __init__(self, inner: Model, who: str | None = None, *, check_nan: bool = True):
-        self.inner = inner
+    An attack reaches the model only through this wrapper: :meth:`scores`, :meth:`predict`,
+    :meth:`surrogate` and the methods the model declares in ``Model.exposes`` (counted; those of
+    kind ``"weights"`` only for attacks that declare the need ``"weights"``, and returned as
+    copies). The wrapped model is not an attribute an attack is meant to read.
+    """
+
+    def __init__(self, inner: Model, who: str | None = None, *, check_nan: bool = True,
+                 needs: tuple[str, ...] | frozenset[str] = (), model_key: str = ""):
+        self.__model = inner
         self.who = who or f"model {type(inner).__name__}"
         # The NaN scan forces a host sync per call (costly in an attack's inner loop on CUDA); the
         # harness's own predictions (clean, verification) always scan, so a NaN cannot fake a result.
         self.check_nan = check_nan
+        self.needs = frozenset(needs)
+        #: a stable identity of the model (its key), for attacks that cache per target (e.g. a substitute)
+        self.model_key = model_key
         self.params = inner.params
         self.info = inner.info
         self.device = inner.device
         self.differentiable = inner.differentiable
         self.randomized = inner.randomized
         self.framework = inner.framework
+        self.exposes = dict(getattr(inner, "exposes", {}) or {})
         self.forward_rows = 0
         self.backward_rows = 0
+        self.weight_reads = 0
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.inner.scores(x)
+        out = self.__model.scores(x)
         check_scores(out, x.shape[0], self.info.num_classes, self.who, nan=self.check_nan)
         n = out.shape[0]
         self.forward_rows += n
@@ -88,7 +100,42 @@ class CountingModel(Model):
             return self.scores(x).argmax(dim=1)
 
     def surrogate(self) -> Model | None:
-        return self.inner.surrogate()
+        return self.__model.surrogate()
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names the wrapper does not define: the model's declared capabilities.
+        exposes = self.__dict__.get("exposes") or {}
+        kind = exposes.get(name)
+        if kind is None or name.startswith("_"):
+            raise AttributeError(f"{self.__dict__.get('who', 'the model')} does not expose {name!r} to attacks "
+                                 "(a model declares what attacks may call in Model.exposes)")
+        method = getattr(self.__dict__["_CountingModel__model"], name)
+        if kind == "weights":
+            def read(*args, **kwargs):
+                if "weights" not in self.needs:
+                    raise RobenchError(f"{self.who}: {name}() returns the model's weights; an attack that reads them must "
+                                       "declare needs 'weights' (white-box access, shown in the leaderboard)")
+                self.weight_reads += 1
+                return _copy(method(*args, **kwargs))
+            return read
+        if kind == "forward":
+            def forward(x, *args, **kwargs):
+                out = method(x, *args, **kwargs)
+                self.forward_rows += int(x.shape[0])
+                return out
+            return forward
+        raise RobenchError(f"{self.who}: Model.exposes[{name!r}] is {kind!r}; expected 'weights' or 'forward'")
 
     def reset(self) -> None:
-        self.forward_rows = self.backward_rows = 0
+        self.forward_rows = self.backward_rows = self.weight_reads = 0
+
+
+def _copy(value: Any) -> Any:
+    """Weights handed to an attack: detached copies, so writing into them changes nothing."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copy(v) for v in value)
+    return value

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .api import DatasetInfo
+from .api import Context, DatasetInfo, construct
 from .errors import DataMissingError, RobenchError, UserInputError, damaged_file
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ def load_eval_data(resolved: Resolved, registry: Registry, data_dir: Path, limit
     from .counting import check_batch, check_labels
 
     ref = resolved.suite.dataset
-    dataset = registry.get("dataset", ref.name).factory(resolved.dataset_params)
+    dataset = construct(registry.get("dataset", ref.name).factory, resolved.dataset_params, Context(registry=registry))
     info = dataset.info()
     if ref.classes:
         bad = [c for c in ref.classes if not 0 <= c < info.num_classes]
@@ -144,7 +144,7 @@ def load_train_data(resolved: Resolved, registry: Registry, data_dir: Path) -> t
     from .counting import check_batch, check_labels
 
     ref = resolved.suite.dataset
-    dataset = registry.get("dataset", ref.name).factory(resolved.dataset_params)
+    dataset = construct(registry.get("dataset", ref.name).factory, resolved.dataset_params, Context(registry=registry))
     x, y = read_split(dataset, ref.name, "train", data_dir)
     check_batch(x, f"dataset {ref.name} (train split)", dataset.info().input_shape)
     check_labels(x, y, dataset.info().num_classes, f"dataset {ref.name} (train split)")

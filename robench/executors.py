@@ -20,6 +20,7 @@ batch in flight with it: the cell is resubmitted with the samples still missing,
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import sqlite3
 import sys
@@ -34,6 +35,7 @@ import torch
 from .cell import BatchResult, CellJob, attack_cell, describe_exception
 from .data import EvalData
 from .errors import RobenchError, UserInputError
+from .guard import changes, fingerprint
 from .models import ModelPool, model_state
 from .plugins import Registry
 from .suite import Resolved
@@ -112,6 +114,7 @@ class LocalExecutor(Executor):
             job = sink.open(c)
             if job is None:
                 continue
+            watched = {n: fingerprint(work.models.models[n]) for n in (job.model, job.source) if n in work.models.models}
             try:
                 model, source = work.cell_models(job)
                 if self.isolate == "process":
@@ -122,14 +125,21 @@ class LocalExecutor(Executor):
                     factory = work.registry.get("attack", job.attack_plugin).factory
                     records: dict[str, float] = {}
                     for batch in attack_cell(job, factory, work.resolved.attack_params[job.attack], model, source, work.data,
-                                             work.device, work.data_dir, work.log):
+                                             work.device, work.data_dir, work.log, registry=work.registry):
                         sink.write(job, batch)
                         records = batch.records
                 sink.finish(job, records)
             except (KeyboardInterrupt, sqlite3.Error):
                 raise  # an interrupted run or an unwritable store ends the run; the cell is not at fault
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit from a plugin too: only its cell fails
                 sink.fail(job, describe_exception(exc))
+            finally:
+                for name, before in watched.items():
+                    diff = changes(before, fingerprint(work.models.models[name]))
+                    if diff:
+                        work.models.restore(name, work.data.info)
+                        sink.log(f"[yellow]model {name} was changed during cell {job.label} ({'; '.join(diff)}); "
+                                 "restored from its weights for the next cells[/yellow]")
 
 
 def make_executor(name: str, *, workers: int | None = None, address: str | None = None,
@@ -198,8 +208,10 @@ class RayExecutor(Executor):
         else:
             workers = self.workers or os.cpu_count() or 1
             gpus = torch.cuda.device_count() if device_type == "cuda" else 0
+            # the private cluster's start-up INFO/WARNING chatter (auth token, "Started a local Ray
+            # instance") is not robench's output: only its errors are shown
             ray.init(num_cpus=workers * self.cpus_per_cell, num_gpus=gpus, include_dashboard=False,
-                     runtime_env=env, log_to_driver=False)
+                     runtime_env=env, log_to_driver=False, logging_level=logging.ERROR)
         return True
 
     # -- the run ----------------------------------------------------------------------------

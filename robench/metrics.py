@@ -292,7 +292,7 @@ def masking_warnings(rows: list[Row], config: dict[str, Any]) -> list[str]:
         if eps_list:
             head = float((config.get("headline") or {}).get(norm, eps_list[len(eps_list) // 2]))
         grad = [r for r in group if "gradients" in r.needs and not r.via_surrogate]
-        blind = [r for r in group if "gradients" not in r.needs and "transfer" not in r.needs]
+        blind = [r for r in group if not {"gradients", "transfer", "weights"} & set(r.needs)]  # black-box: no weights read
         if head is not None and grad and blind:
             g_best = min(r.robust_accuracy.get(head, 1.0) for r in grad)
             for r in blind:

@@ -17,6 +17,7 @@ import torch
 
 from .api import Context, DatasetInfo, Model, Params
 from .errors import RobenchError, UserInputError
+from .guard import ClassSnapshot, freeze
 from .plugins import Registry, plugin_version
 from .seeds import seed_everything, stable_hash
 from .content import content_digests, key_view, suite_folder
@@ -146,6 +147,7 @@ class ModelPool:
         self.models: dict[str, Model] = {}
         self.keys: dict[str, str] = {}
         self.errors: dict[str, str] = {}
+        self.snapshots: dict[str, tuple[dict[str, torch.Tensor] | None, ClassSnapshot]] = {}
 
     def compute_keys(self) -> None:
         for m in self.resolved.suite.models:
@@ -162,6 +164,12 @@ class ModelPool:
         folder = self.cache_dir / self.keys[name]
         if model.trainable:
             identity = {"plugin": entry.plugin, "params": params.model_dump(mode="json"), "seed": s.seed}
+            if not self.retrain and not (folder / "weights.safetensors").is_file():
+                from .zoo import seed_cache
+
+                zoo_entry = seed_cache(self.keys[name], folder)  # the repository's trained weights, hash-checked
+                if zoo_entry is not None:
+                    self.rep.phase(f"model {name}: weights from the model zoo ({zoo_entry.file})")
             if (folder / "weights.safetensors").is_file() and not self.retrain:
                 self.rep.phase(f"model {name}: loading cached weights ({folder})")
                 load_checkpoint(model, folder, identity)
@@ -185,6 +193,16 @@ class ModelPool:
                 })
         model.to(self.device)
         model.eval()
+        self.snapshots[name] = (model_state(model), ClassSnapshot(model))
+        return freeze(model)
+
+    def restore(self, name: str, info: DatasetInfo) -> Model:
+        """Model ``name`` as it was loaded: its classes' attributes put back, the instance rebuilt
+        from its weights (an attack changed it)."""
+        state, classes = self.snapshots[name]
+        classes.restore()
+        model = freeze(build_model(self.resolved, self.registry, name, info, self.device, state))
+        self.models[name] = model
         return model
 
     def get(self, name: str) -> Model:

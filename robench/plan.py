@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .api import Context, construct
 from .errors import UserInputError
 from .plugins import Registry, plugin_version
 from .seeds import stable_hash
@@ -24,7 +25,7 @@ def plan_cells(resolved: Resolved, registry: Registry) -> list[dict[str, Any]]:
             if a.models is not None and m.name not in a.models:
                 continue
             spec = registry.get("attack", a.plugin)
-            attack = spec.factory(resolved.attack_params[a.name])
+            attack = construct(spec.factory, resolved.attack_params[a.name], Context(registry=registry))
             # the instance's kind: a wrapper (e.g. transfer) takes the kind of the attack it wraps
             eps_list = suite.eps_for(attack.norm) if attack.kind == "bounded" else [None]
             for eps in eps_list:

@@ -121,11 +121,13 @@ class StoreSink:
             return None
         store.set_cell_status(key, "running", run_id=self.summary.run_id)
         clean = store.clean(s.name).get(m.name, {}) if model is not None else {}
+        stored = [clean[data.indices[i]] for i in todo] if clean else []  # (label, pred, sha256) per sample
         job = CellJob(
             key=key, label=label, model=m.name, model_plugin=m.plugin, attack=a.name, attack_plugin=a.plugin,
             norm=c["norm"], eps=c["eps"], source=a.source, via_surrogate=via_surrogate, batch_size=a.batch_size or s.batch_size,
-            positions=todo, clean_pred=[clean[data.indices[i]][1] for i in todo] if clean else [], seed=s.seed,
-            done_before=len(data.x) - len(todo),
+            positions=todo, clean_pred=[p for _, p, _ in stored], seed=s.seed, done_before=len(data.x) - len(todo),
+            sha256=[sha for _, _, sha in stored], labels=[lbl for lbl, _, _ in stored], needs=tuple(sorted(factory.needs)),
+            model_key=r.model_keys[m.name],
         )
         self._completed[key] = job.done_before
         if not self.interleaved:
@@ -261,7 +263,7 @@ class Runner:
                 self.rep.log(f"model {m.name}: clean accuracy {acc:.3f} on {len(pred)} samples")
             except (KeyboardInterrupt, sqlite3.Error):
                 raise
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit from a plugin too: only this model fails
                 err = describe_exception(exc)
                 self.model_errors[m.name] = err
                 summary.models_failed.append((m.name, err))

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .api import Norm, Params
+from .api import Context, Norm, Params, construct
 from .errors import SuiteError, UserInputError
 from .plugins import Registry
 
@@ -511,7 +511,7 @@ def _dataset_problems(suite: Suite, registry: Registry, dataset_params: Params, 
     input shape when the plugin can tell it without its files, else None."""
     ref = suite.dataset
     try:
-        dataset = registry.specs["dataset"][ref.name].factory(dataset_params)
+        dataset = construct(registry.specs["dataset"][ref.name].factory, dataset_params, Context(registry=registry))
     except Exception as exc:
         problems.append(("dataset.params" + _where(lines, ("dataset", "params")), f"{ref.name} rejected these parameters: {exc}"))
         return None
@@ -629,7 +629,7 @@ def resolve(suite: Suite, registry: Registry, path: str = "<suite>", lines: dict
         attack_params[a.name] = p
         factory = spec.factory
         try:
-            attack = factory(p)
+            attack = construct(factory, p, Context(registry=registry))
         except Exception as exc:  # a constructor that rejects a parameter combination
             problems.append((f"attacks[{i}].params" + _where(lines, ("attacks", i, "params")), f"{a.plugin} rejected these parameters: {exc}"))
             continue

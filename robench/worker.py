@@ -74,16 +74,29 @@ def worker_runtime(setup: WorkerSetup):
 
 def worker_model(resolved, registry, name: str, state, info, device: torch.device):
     """Rebuild a model exactly as the driver holds it: constructed under the suite seed, then its weights."""
+    from .guard import ClassSnapshot, fingerprint, freeze
     from .models import build_model
 
     models = _WORKER["models"]
     if name in models:
-        return models[name]
-    model = build_model(resolved, registry, name, info, device, state)
+        return models[name][0]
+    model = freeze(build_model(resolved, registry, name, info, device, state))
     if len(models) >= 2:  # keep memory bounded: a worker sees a few models in turn
         models.pop(next(iter(models)))
-    models[name] = model
+    models[name] = (model, fingerprint(model), ClassSnapshot(model))
     return model
+
+
+def _drop_changed(job) -> None:
+    """A model a cell changed is not reused: its classes are put back and it is rebuilt next time."""
+    from .guard import changes, fingerprint
+
+    models = _WORKER.get("models") or {}
+    for name in {job.model, job.source} - {None}:
+        entry = models.get(name)
+        if entry is not None and changes(entry[1], fingerprint(entry[0])):
+            entry[2].restore()
+            del models[name]
 
 
 def cell_task(setup: WorkerSetup, job, data, state, source_state) -> Iterator[tuple]:
@@ -100,9 +113,14 @@ def cell_task(setup: WorkerSetup, job, data, state, source_state) -> Iterator[tu
         source = worker_model(resolved, registry, job.source, source_state, data.info, device) if job.source else None
         factory = registry.get("attack", job.attack_plugin).factory
         data_dir = Path(setup.data_dir) if setup.data_dir else None
-        for batch in attack_cell(job, factory, resolved.attack_params[job.attack], model, source, data, device, data_dir, logs.append):
+        for batch in attack_cell(job, factory, resolved.attack_params[job.attack], model, source, data, device, data_dir, logs.append,
+                                 registry=registry):
             yield ("batch", batch.rows, batch.records, logs[:])
             logs.clear()
         yield ("done", logs[:])
-    except Exception as exc:
+    except (KeyboardInterrupt, GeneratorExit):
+        raise
+    except BaseException as exc:  # SystemExit from a plugin too: only this cell fails
         yield ("failed", describe_exception(exc), logs[:])
+    finally:
+        _drop_changed(job)

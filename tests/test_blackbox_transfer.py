@@ -7,47 +7,20 @@ import torch
 
 import robench
 from robench.errors import PluginError, UserInputError
-from robench.plugins import get_registry
+from robench.plugins import get_registry, load_registry
 from robench.testing import LinearModel
 from robench_plugins.blackbox.transfer import Transfer
-
-
-class ExactLinfFgsm(robench.Attack):
-    """FGSM on the margin of the true class (exact for a linear model): a known white-box attack."""
-
-    class Params(robench.Params):
-        norm: str = "Linf"
-        scale: float = 1.0
-
-    kind = "bounded"
-    needs = frozenset({"gradients"})
-
-    def run(self, model, x, y, *, eps, ctx, source=None):
-        xg = x.clone().requires_grad_(True)
-        s = model.scores(xg)
-        true = s.gather(1, y[:, None]).sum()
-        (g,) = torch.autograd.grad(true, xg)
-        return (x - self.params.scale * eps * g.sign()).clamp(0, 1)
-
-
-class MinimalDummy(robench.Attack):
-    kind = "minimal"
-    needs = frozenset({"gradients"})
-
-    def __init__(self, params):
-        super().__init__(params)
-        self.norm = robench.Norm.L2
-
-    def run(self, model, x, y, *, eps, ctx, source=None):
-        return x
+from wrapped_plugins import ExactLinfFgsm
 
 
 @pytest.fixture
-def registry(monkeypatch):
-    specs = get_registry().specs["attack"]
-    monkeypatch.setitem(specs, "test-fgsm", robench.AttackSpec("test-fgsm", ExactLinfFgsm, "test", norms=(robench.Norm.Linf,)))
-    monkeypatch.setitem(specs, "test-minimal", robench.AttackSpec("test-minimal", MinimalDummy, "test"))
-    return specs
+def registry():
+    """The test attacks come from a --plugin module, exactly as a user's would: no global state is patched."""
+    return load_registry(["wrapped_plugins"])
+
+
+def transfer(registry, **params) -> Transfer:
+    return Transfer(Transfer.Params(**params), robench.Context(registry=registry))
 
 
 def linear(seed: int, classes: int = 3) -> LinearModel:
@@ -66,7 +39,7 @@ def test_diagonal_equals_the_direct_white_box_attack(registry):
     x, y = batch()
     ctx = robench.Context(seed=0)
     direct = ExactLinfFgsm(ExactLinfFgsm.Params()).run(model, x, y, eps=0.1, ctx=ctx)
-    via = Transfer(Transfer.Params(attack="test-fgsm")).run(model, x, y, eps=0.1, ctx=ctx, source=model)
+    via = transfer(registry, attack="test-fgsm").run(model, x, y, eps=0.1, ctx=ctx, source=model)
     assert torch.equal(direct, via)
     assert not torch.equal(via, x)  # the attack did something
 
@@ -80,7 +53,7 @@ def test_crafts_on_the_source_never_the_target(registry):
             raise AssertionError("transfer queried the target")
 
     t = Untouchable(target.weight, target.bias, (1, 4, 4))
-    out = Transfer(Transfer.Params(attack="test-fgsm", params={"scale": 0.5})).run(
+    out = transfer(registry, attack="test-fgsm", params={"scale": 0.5}).run(
         t, x, y, eps=0.2, ctx=robench.Context(), source=source
     )
     assert torch.equal(out, ExactLinfFgsm(ExactLinfFgsm.Params(scale=0.5)).run(source, x, y, eps=0.2, ctx=robench.Context()))
@@ -89,22 +62,22 @@ def test_crafts_on_the_source_never_the_target(registry):
 
 
 def test_kind_and_norm_follow_the_inner_attack(registry):
-    a = Transfer(Transfer.Params(attack="test-fgsm"))
+    a = transfer(registry, attack="test-fgsm")
     assert (a.kind, a.norm) == ("bounded", robench.Norm.Linf)
-    b = Transfer(Transfer.Params(attack="test-minimal"))
+    b = transfer(registry, attack="test-minimal")
     assert (b.kind, b.norm) == ("minimal", robench.Norm.L2)
 
 
 def test_clear_errors(registry):
     with pytest.raises(PluginError, match="unknown attack plugin 'nope'.*available:.*test-fgsm"):
-        Transfer(Transfer.Params(attack="nope"))
+        transfer(registry, attack="nope")
     with pytest.raises(UserInputError, match=r"inner attack 'test-fgsm': params.scale: Input should be a valid number"):
-        Transfer(Transfer.Params(attack="test-fgsm", params={"scale": "big"}))
+        transfer(registry, attack="test-fgsm", params={"scale": "big"})
     with pytest.raises(PluginError, match="transfer"):
-        Transfer(Transfer.Params(attack="transfer"))
+        transfer(registry, attack="transfer")
     x, y = batch(4)
     with pytest.raises(UserInputError, match="source: <model name>"):
-        Transfer(Transfer.Params(attack="test-fgsm")).run(linear(0), x, y, eps=0.1, ctx=robench.Context())
+        transfer(registry, attack="test-fgsm").run(linear(0), x, y, eps=0.1, ctx=robench.Context())
 
 
 def test_non_differentiable_source_uses_its_surrogate(registry):
@@ -120,7 +93,7 @@ def test_non_differentiable_source_uses_its_surrogate(registry):
     src = linear(0)
     opaque = Opaque(src.weight, src.bias, (1, 4, 4))
     x, y = batch()
-    out = Transfer(Transfer.Params(attack="test-fgsm")).run(src, x, y, eps=0.1, ctx=robench.Context(), source=opaque)
+    out = transfer(registry, attack="test-fgsm").run(src, x, y, eps=0.1, ctx=robench.Context(), source=opaque)
     assert torch.equal(out, ExactLinfFgsm(ExactLinfFgsm.Params()).run(src, x, y, eps=0.1, ctx=robench.Context()))
 
     class NoSurrogate(Opaque):
@@ -128,7 +101,7 @@ def test_non_differentiable_source_uses_its_surrogate(registry):
             return None
 
     with pytest.raises(UserInputError, match="no surrogate"):
-        Transfer(Transfer.Params(attack="test-fgsm")).run(
+        transfer(registry, attack="test-fgsm").run(
             src, x, y, eps=0.1, ctx=robench.Context(), source=NoSurrogate(src.weight, src.bias, (1, 4, 4))
         )
 
@@ -148,3 +121,30 @@ def test_diagonal_with_registered_white_box_attacks(inner, params):
     via = Transfer(Transfer.Params(attack=inner, params=params)).run(model, x, y, eps=0.1, ctx=robench.Context(seed=0), source=model)
     torch.testing.assert_close(via, direct, rtol=0, atol=0, equal_nan=True)  # NaN rows: "no adversarial"
     assert not torch.equal(torch.nan_to_num(via, nan=-1.0), x)
+
+
+def test_inner_attack_from_a_plugin_module_in_a_run(isolated_env):
+    """`robench run -p MODULE` with a transfer attack whose inner attack MODULE provides: the run's
+    Context carries the run's registry to the wrapper (a global registry would not know it)."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    suite = isolated_env / "suite.yaml"
+    suite.write_text(
+        "name: transfer-plugin\n"
+        "dataset: {name: digits, limit: 20}\n"
+        "models:\n"
+        "  - {name: src, plugin: mlp, params: {hidden: 8, epochs: 1}}\n"
+        "  - {name: dst, plugin: mlp, params: {hidden: 12, epochs: 1}}\n"
+        "attacks:\n"
+        "  - {name: tr, plugin: transfer, params: {attack: test-fgsm, params: {scale: 1.0}}, source: src, models: [dst]}\n"
+        "epsilons: {Linf: [0.2]}\n"
+    )
+    proc = subprocess.run([sys.executable, "-m", "robench.cli", "run", str(suite), "--out", str(isolated_env / "out"), "-q",
+                           "--no-leaderboard", "-p", "wrapped_plugins"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    db = sqlite3.connect(isolated_env / "out" / "results.sqlite")
+    assert db.execute("SELECT model, attack, status, norm FROM cells").fetchall() == [("dst", "tr", "done", "Linf")]
+    assert db.execute("SELECT COUNT(*), SUM(success) > 0 FROM samples").fetchone() == (20, 1)
+

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import weakref
+from collections import OrderedDict
 from typing import Literal
 
 import torch
@@ -53,18 +54,26 @@ class SubstituteParams(robench.Params):
     query_chunk: int = Field(1024, ge=1, description="inputs per call when querying the target or the substitute")
 
 
-# Trained substitutes, per target model object. With record_rounds off, training does not depend
-# on eps (only on the target's decisions, the parameters, the seed and the pool), so the cells of an
-# eps sweep share one substitute, exactly the one each would have trained, instead of training one
-# each. Weak keys: a target that is gone frees its substitutes.
+# Trained substitutes, per target. With record_rounds off, training does not depend on eps (only on
+# the target's decisions, the parameters, the seed and the pool), so the cells of an eps sweep share
+# one substitute, exactly the one each would have trained, instead of training one each. The target
+# is named by the harness's model key (its wrapper, built anew per cell, carries it as `model_key`);
+# a model called directly, outside the harness, is its own key (weakly: a target that is gone frees
+# its substitutes).
 _TRAINED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_TRAINED_BY_KEY: OrderedDict[str, dict] = OrderedDict()  # the last few targets of this process
+_KEEP_TARGETS = 4
 
 
-def _target_object(model):
-    """The model behind the harness's wrappers (they are built anew per cell; the model is not)."""
-    while hasattr(model, "inner"):
-        model = model.inner
-    return model
+def _shared_for(model) -> dict:
+    key = getattr(model, "model_key", "")
+    if isinstance(key, str) and key:
+        shared = _TRAINED_BY_KEY.setdefault(key, {})
+        _TRAINED_BY_KEY.move_to_end(key)
+        while len(_TRAINED_BY_KEY) > _KEEP_TARGETS:
+            _TRAINED_BY_KEY.popitem(last=False)
+        return shared
+    return _TRAINED.setdefault(model, {})  # TypeError: not weakly referenceable
 
 
 class Substitute(robench.Attack):
@@ -121,7 +130,7 @@ class Substitute(robench.Attack):
             eps if p.record_rounds else None,  # the per-round records are taken at the cell's eps
         )
         try:
-            shared = _TRAINED.setdefault(_target_object(model), {})
+            shared = _shared_for(model)
         except TypeError:  # a target that cannot be weakly referenced: train for this cell only
             shared = {}
         if key in shared:

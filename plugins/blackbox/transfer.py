@@ -12,7 +12,6 @@ from pydantic import Field, ValidationError
 
 import robench
 from robench.errors import PluginError, UserInputError
-from robench.plugins import get_registry
 
 
 class TransferParams(robench.Params):
@@ -24,32 +23,32 @@ class Transfer(robench.Attack):
     """Adversarials crafted on ``source`` and returned unchanged for the harness to verify on the target.
 
     ``kind`` and ``norm`` are those of the inner attack (instance attributes, set on construction).
-    The target is never queried.
+    The inner attack is built through the run's ``Context`` (so it may come from a ``--plugin``
+    module); constructed without one, from the installed plugins. The target is never queried.
     """
 
     Params = TransferParams
     kind = "bounded"  # class default; each instance takes the inner attack's kind
     needs = frozenset({"transfer"})
 
-    def __init__(self, params: TransferParams):
+    def __init__(self, params: TransferParams, ctx: robench.Context | None = None):
         super().__init__(params)
         if params.attack == "transfer":
             raise PluginError("transfer: the inner attack cannot itself be 'transfer'")
-        spec = get_registry().get("attack", params.attack)
-        factory = spec.factory
-        if "transfer" in factory.needs:
-            raise PluginError(f"transfer: inner attack {params.attack!r} is itself a transfer attack")
+        ctx = ctx if ctx is not None else robench.Context()
         try:
-            inner_params = factory.Params(**params.params)
+            inner: robench.Attack = ctx.attack(params.attack, params.params)
         except ValidationError as exc:
             problems = "; ".join(
                 f"params.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
             )
             raise UserInputError(f"transfer: invalid parameters for inner attack {params.attack!r}: {problems}") from None
-        self.inner: robench.Attack = factory(inner_params)
+        if "transfer" in inner.needs:
+            raise PluginError(f"transfer: inner attack {params.attack!r} is itself a transfer attack")
+        self.inner = inner
         self.kind = self.inner.kind
         self.norm = self.inner.norm
-        self.randomized = factory.randomized
+        self.randomized = type(inner).randomized
 
     def run(self, model, x, y, *, eps, ctx, source=None):
         if source is None:

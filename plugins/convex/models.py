@@ -105,6 +105,7 @@ class SVM(_Ensemble):
     """Linear SVM (hinge loss, scikit-learn LinearSVC; one-vs-rest for more classes)."""
 
     Params = SVMParams
+    exposes = {"linear_weights": "weights"}
 
     def __init__(self, params: SVMParams, info: robench.DatasetInfo):
         super().__init__(params, info)

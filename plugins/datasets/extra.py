@@ -416,14 +416,17 @@ class Saturated(robench.Dataset):
 
     Params = SaturatedParams
 
-    def _base(self) -> robench.Dataset:
-        from robench.plugins import get_registry
+    def __init__(self, params: SaturatedParams, ctx: robench.Context | None = None):
+        super().__init__(params)
+        # The base dataset is built through the run's Context (it may come from a --plugin module);
+        # constructed without one, from the installed plugins.
+        self._ctx = ctx if ctx is not None else robench.Context()
 
+    def _base(self) -> robench.Dataset:
         if self.params.base == "saturated":
             raise UserInputError("saturated: base cannot itself be 'saturated'")
-        factory = get_registry().get("dataset", self.params.base).factory
         try:
-            return factory(factory.Params(**self.params.base_params))
+            return self._ctx.dataset(self.params.base, self.params.base_params)
         except ValidationError as exc:
             problems = "; ".join(f"base_params.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise UserInputError(f"saturated: invalid parameters for {self.params.base!r}: {problems}") from None

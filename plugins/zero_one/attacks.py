@@ -10,7 +10,9 @@
   when none works; a distortion that does not fool the model is no adversarial, so we return the
   input for such samples (the harness counts them as "not found").
 
-Both read the weights of the model they attack (white box) and query only its decisions.
+Both read the weights of the model they attack (white box: they declare the need ``weights``)
+through what the model exposes (``Model.exposes``: ``linear_weights``; ``hidden_weights`` and
+``hidden_signs``), which the harness's wrapper counts; they query only its decisions.
 """
 
 from __future__ import annotations
@@ -21,16 +23,10 @@ from pydantic import Field
 import robench
 from robench.norms import per_sample
 
-from .models import MLP01
 
 
 class LinearSignParams(robench.Params):
     pass
-
-
-def _unwrap(model: robench.Model) -> robench.Model:
-    """The harness wraps models to count passes; weights live on the wrapped one."""
-    return getattr(model, "inner", model)
 
 
 class LinearSign(robench.Attack):
@@ -38,17 +34,16 @@ class LinearSign(robench.Attack):
 
     Params = LinearSignParams
     kind = "bounded"
-    needs = frozenset({"decisions"})
+    needs = frozenset({"decisions", "weights"})
 
     def __init__(self, params: LinearSignParams):
         super().__init__(params)
         self.norm = robench.Norm.Linf
 
     def run(self, model, x, y, *, eps, ctx, source=None):
-        inner = _unwrap(model)
-        if not hasattr(inner, "linear_weights"):
-            raise TypeError(f"linear_sign: model {type(inner).__name__} offers no linear_weights(); it attacks linear models (scd01, svm)")
-        w = inner.linear_weights().to(x.device)  # (problems, d)
+        if "linear_weights" not in getattr(model, "exposes", {}):
+            raise TypeError(f"linear_sign: model {type(model).__name__} exposes no linear_weights(); it attacks linear models (scd01, svm)")
+        w = model.linear_weights().to(x.device)  # (problems, d)
         flat = x.flatten(1)
         if w.shape[0] == 1:  # binary: class 1 is the positive side
             direction = -(2 * y.float() - 1)[:, None] * torch.sign(w[0])[None, :]
@@ -68,21 +63,20 @@ class MLP01Hidden(robench.Attack):
 
     Params = MLP01HiddenParams
     kind = "bounded"
-    needs = frozenset({"decisions"})
+    needs = frozenset({"decisions", "weights"})
 
     def __init__(self, params: MLP01HiddenParams):
         super().__init__(params)
         self.norm = robench.Norm.Linf
 
     def run(self, model, x, y, *, eps, ctx, source=None):
-        inner = _unwrap(model)
-        if not isinstance(inner, MLP01):
-            raise TypeError(f"mlp01_hidden: attacks mlp01 models only, got {type(inner).__name__}")
-        st = inner.state
-        prob = torch.zeros_like(y) if inner.problems == 1 else y  # the ensemble whose units we push
-        W = st["hidden_weight"]  # (problems, V, h, d)
+        exposed = getattr(model, "exposes", {})
+        if "hidden_signs" not in exposed or "hidden_weights" not in exposed:
+            raise TypeError(f"mlp01_hidden: attacks mlp01 models only (they expose hidden_weights and hidden_signs), got {type(model).__name__}")
+        W = model.hidden_weights()  # (problems, V, h, d)
+        prob = torch.zeros_like(y) if W.shape[0] == 1 else y  # the ensemble whose units we push
         with torch.no_grad():
-            out = inner.hidden_signs(x)  # (problems, N, V, h)
+            out = model.hidden_signs(x)  # (problems, N, V, h)
         out = out[prob, torch.arange(len(y), device=y.device)]  # (N, V, h)
         V, h = W.shape[1], W.shape[2]
         flat = x.flatten(1)

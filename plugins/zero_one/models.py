@@ -163,6 +163,7 @@ class SCD01(_ZeroOne):
 
     Params = SCD01Params
     _keys = ("weight", "threshold", "train_error")
+    exposes = {"linear_weights": "weights"}
 
     def margins(self, x: torch.Tensor) -> torch.Tensor:
         proj = torch.einsum("nd,pvd->pnv", self.features(x), self.state["weight"])
@@ -181,10 +182,15 @@ class MLP01(_ZeroOne):
 
     Params = MLP01Params
     _keys = ("hidden_weight", "hidden_threshold", "out_weight", "out_threshold", "train_error")
+    exposes = {"hidden_weights": "weights", "hidden_signs": "forward"}
 
     @property
     def hidden(self) -> int:  # type: ignore[override]
         return self.params.hidden
+
+    def hidden_weights(self) -> torch.Tensor:
+        """(problems, votes, hidden, d): the hidden units' weights."""
+        return self.state["hidden_weight"]
 
     def hidden_signs(self, x: torch.Tensor) -> torch.Tensor:
         """(problems, N, votes, hidden) of +-1."""

@@ -1,0 +1,194 @@
+"""The cell boundary against hostile attack plugins (tests/dishonest_plugins.py): nothing an attack
+does to its arguments, its model or its process stores a fake success or changes a later cell."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SUITE = """\
+name: honesty
+dataset: {{name: digits, limit: 40}}
+batch_size: 10
+models:
+  - {{name: m, plugin: mlp, params: {{hidden: 16, epochs: 3}}}}
+attacks:
+{attacks}
+epsilons: {{Linf: [0.1]}}
+"""
+
+
+def write_suite(tmp: Path, attacks: list[tuple[str, str]], name: str) -> Path:
+    p = tmp / f"{name}.yaml"
+    p.write_text(SUITE.format(attacks="\n".join(f"  - {{name: {n}, plugin: {plugin}}}" for n, plugin in attacks)))
+    return p
+
+
+def robench(*args):
+    return subprocess.run([sys.executable, "-m", "robench.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def cells(store: Path) -> dict[str, dict]:
+    db = sqlite3.connect(store)
+    db.row_factory = sqlite3.Row
+    out = {}
+    for c in db.execute("SELECT key, attack, status, error FROM cells"):
+        rows = db.execute("SELECT idx, label, clean_pred, success, rejected, l0, l1, l2, linf, forward, backward "
+                          "FROM samples WHERE cell=? ORDER BY idx", (c["key"],)).fetchall()
+        out[c["attack"]] = {"status": c["status"], "error": c["error"] or "", "rows": [tuple(r) for r in rows]}
+    return out
+
+
+def fake_successes(cell: dict) -> int:
+    """Successes on samples the model classifies correctly: each would be a fake (the attacks only return tiny shifts)."""
+    return sum(1 for r in cell["rows"] if r[3] and r[1] == r[2] and r[8] < 0.05)
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory):
+    """The honest FGSM cell of a run without dishonest attacks, and the model cache it trained."""
+    import os
+
+    tmp = tmp_path_factory.mktemp("clean")
+    env = {"ROBENCH_CACHE": str(tmp / "cache"),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        suite = write_suite(tmp, [("fgsm", "fgsm")], "clean")
+        proc = robench("run", suite, "--out", tmp / "out", "-q", "--no-leaderboard")
+        assert proc.returncode == 0, proc.stderr
+        yield tmp, cells(tmp / "out" / "results.sqlite")["fgsm"]["rows"]
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _env(clean_run, monkeypatch):
+    import os
+
+    tmp, _ = clean_run
+    monkeypatch.setenv("ROBENCH_CACHE", str(tmp / "cache"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+
+
+DISHONEST = ["edit-x", "edit-y", "weights", "patch-method", "patch-class", "exit"]
+
+
+def test_dishonest_attacks_store_nothing_fake_and_leave_later_cells_alone(clean_run, tmp_path, monkeypatch):
+    _env(clean_run, monkeypatch)
+    _, honest = clean_run
+    attacks = []
+    for d in DISHONEST:  # each dishonest cell is followed by an honest FGSM cell
+        attacks += [(d, f"dishonest-{d}"), (f"fgsm_after_{d.replace('-', '_')}", "fgsm")]
+    suite = write_suite(tmp_path, attacks, "dishonest")
+    proc = robench("run", suite, "--out", tmp_path / "out", "-q", "--no-leaderboard", "-p", "dishonest_plugins")
+    assert proc.returncode == 1, proc.stderr  # the run completed; some cells failed
+    got = cells(tmp_path / "out" / "results.sqlite")
+    assert len(got) == 2 * len(DISHONEST)
+    for d in DISHONEST:
+        assert fake_successes(got[d]) == 0, d
+        after = got[f"fgsm_after_{d.replace('-', '_')}"]
+        assert after["status"] == "done", (d, after["error"])
+        assert after["rows"] == honest, f"the FGSM cell after {d} differs from a clean run"
+
+    # in-place edits of x and y: the cell completes, every claimed adversarial is rejected
+    for d, reason in (("edit-x", "exceeds eps"), ("edit-y", "not misclassified")):
+        assert got[d]["status"] == "done"
+        claimed = [r for r in got[d]["rows"] if r[1] == r[2]]
+        assert claimed and all(r[4] and not r[3] for r in claimed), d
+    db = sqlite3.connect(tmp_path / "out" / "results.sqlite")
+    reasons = {a: {r[0].split(" (")[0].split(" norm")[0] for r in db.execute(
+        "SELECT reject_reason FROM samples s JOIN cells c ON s.cell=c.key WHERE c.attack=? AND rejected=1", (a,))}
+        for a in ("edit-x", "edit-y")}
+    assert reasons == {"edit-x": {"Linf"}, "edit-y": {"not misclassified"}}
+    # the stored labels are the dataset's, not the ones the attack wrote
+    assert [r[1] for r in got["edit-y"]["rows"]] == [r[1] for r in honest]
+
+    # changing the model fails the cell with a message saying so, before any batch is stored
+    for d, what in (("weights", "weights model.net"), ("patch-method", "attribute model.scores"), ("patch-class", ".scores")):
+        assert got[d]["status"] == "failed", d
+        assert "changed the model it was given" in got[d]["error"] and what in got[d]["error"], got[d]["error"]
+        assert got[d]["rows"] == []
+    assert got["exit"]["status"] == "failed" and "SystemExit" in got["exit"]["error"]
+    assert "would have ended the whole run" in got["exit"]["error"]
+
+
+def test_counting_wrapper_forwards_only_declared_capabilities():
+    from robench.counting import CountingModel
+    from robench.errors import RobenchError
+    from robench.testing import LinearModel
+
+    g = torch.Generator().manual_seed(0)
+    m = LinearModel(torch.randn(3, 16, generator=g), torch.randn(3, generator=g), (1, 4, 4))
+    wrapped = CountingModel(m, "model test")
+    assert not hasattr(wrapped, "inner") and not hasattr(wrapped, "weight") and not hasattr(wrapped, "net")
+    with pytest.raises(AttributeError, match="does not expose 'weight'"):
+        wrapped.weight  # noqa: B018
+
+
+class _Tally(__import__("robench").Model):
+    """An independent count of what an attack asks of a model (delegates everything)."""
+
+    def __init__(self, model):
+        super().__init__(model.params, model.info)
+        self.model, self.rows, self.weight_calls = model, 0, 0
+        self.exposes = type(model).exposes
+        self.differentiable = model.differentiable
+
+    def scores(self, x):
+        self.rows += len(x)
+        return self.model.scores(x)
+
+    def linear_weights(self):
+        self.weight_calls += 1
+        return self.model.linear_weights()
+
+    def hidden_weights(self):
+        self.weight_calls += 1
+        return self.model.hidden_weights()
+
+    def hidden_signs(self, x):
+        self.rows += len(x)
+        return self.model.hidden_signs(x)
+
+
+@pytest.mark.parametrize("which", ["linear_sign", "mlp01_hidden"])
+def test_built_in_01_loss_attacks_are_counted_and_declare_weights(which):
+    import robench
+    from robench.counting import CountingModel
+    from robench.errors import RobenchError
+    from robench_plugins.datasets.digits import Digits
+    from robench_plugins.zero_one.attacks import LinearSign, MLP01Hidden
+    from robench_plugins.zero_one.models import MLP01, SCD01
+
+    ds = Digits(Digits.Params())
+    (xtr, ytr), (xte, yte) = ds.load("train", None), ds.load("test", None)
+    tr, te = (ytr == 3) | (ytr == 8), (yte == 3) | (yte == 8)
+    info = robench.DatasetInfo("digits", ds.info().input_shape, ("3", "8"))
+    cls, attack_cls, extra = (SCD01, LinearSign, {}) if which == "linear_sign" else (MLP01, MLP01Hidden, {"hidden": 6})
+    model = cls(cls.Params(votes=4, iterations=40, coords=32, **extra), info)
+    model.fit(xtr[tr], (ytr[tr] == 8).long(), robench.Context(seed=0))
+    x, y = xte[te][:60], (yte[te][:60] == 8).long()
+    attack = attack_cls(attack_cls.Params())
+    assert "weights" in attack.needs
+
+    tally = _Tally(model)
+    counting = CountingModel(tally, "model test", needs=attack.needs)
+    adv = attack.run(counting, x, y, eps=0.2, ctx=robench.Context())
+    assert counting.forward_rows == tally.rows and tally.rows >= len(x)  # every pass counted, hidden_signs included
+    assert counting.weight_reads == tally.weight_calls >= 1
+    if which == "mlp01_hidden":
+        assert tally.rows > len(x)  # hidden_signs (one row per input) and the decision queries
+    assert not torch.equal(adv, x)
+    # the same attack without the declared need gets no weights
+    with pytest.raises(RobenchError, match="must declare needs 'weights'"):
+        attack.run(CountingModel(model, "model test", needs={"decisions"}), x, y, eps=0.2, ctx=robench.Context())
