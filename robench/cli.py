@@ -180,6 +180,7 @@ def run(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray: join this cluster (e.g. auto, ray://head:10001) [default: $RAY_ADDRESS, else start a local one]"),
     gpus_per_cell: Optional[float] = typer.Option(None, "--gpus-per-cell", min=0, help="Ray: GPUs each cell asks for [default: 1 when the device is cuda, else 0]"),
     shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help="Run only share i of n of the cells (i/n, e.g. 2/4); merge the stores with robench merge"),
+    isolate: str = typer.Option("none", "--isolate", metavar="none|process", help="process: run each cell in a fresh child process, so a plugin that crashes the interpreter (segfault, os._exit) fails only its cell [default: none, in this process]"),
     allow_dir: Optional[List[Path]] = typer.Option(None, "--allow-dir", metavar="DIR", help="Let path parameters of the suite name files in this folder too (repeatable); by default only the suite's folder and the data dir"),
 ) -> None:
     """Run every model of a suite against every attack; store per-sample results; print the leaderboard.
@@ -207,8 +208,8 @@ def run(
         options = RunOptions(out_dir=out_dir, data_dir=resolve_data_dir(data_dir), cache_dir=cache_dir or default_cache_dir(),
                              limit=limit, device=device, retrain=retrain, shard=parse_shard(shard) if shard else None,
                              executor=make_executor(executor, workers=workers, address=ray_address, gpus_per_cell=gpus_per_cell,
-                                                    plugins=tuple(plugin or ())),
-                             plugins=tuple(plugin or ()), allow_dirs=tuple(allow_dir or ()))
+                                                    plugins=tuple(plugin or ()), isolate=isolate),
+                             plugins=tuple(plugin or ()), isolate=isolate, allow_dirs=tuple(allow_dir or ()))
         t0 = time.perf_counter()
         columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
         if quiet:

@@ -132,7 +132,9 @@ class LocalExecutor(Executor):
             except (KeyboardInterrupt, sqlite3.Error):
                 raise  # an interrupted run or an unwritable store ends the run; the cell is not at fault
             except BaseException as exc:  # SystemExit from a plugin too: only its cell fails
-                sink.fail(job, describe_exception(exc))
+                from .isolation import CellFailed
+
+                sink.fail(job, exc.error if isinstance(exc, CellFailed) else describe_exception(exc))
             finally:
                 for name, before in watched.items():
                     diff = changes(before, fingerprint(work.models.models[name]))

@@ -122,6 +122,24 @@ def test_dishonest_attacks_store_nothing_fake_and_leave_later_cells_alone(clean_
     assert "would have ended the whole run" in got["exit"]["error"]
 
 
+def test_process_isolation_survives_os_exit_and_segfault(clean_run, tmp_path, monkeypatch):
+    _env(clean_run, monkeypatch)
+    _, honest = clean_run
+    attacks = [("os_exit", "dishonest-os-exit"), ("fgsm_a", "fgsm"), ("segv", "dishonest-segfault"),
+               ("patch", "dishonest-patch-class"), ("fgsm_b", "fgsm")]
+    suite = write_suite(tmp_path, attacks, "crashing")
+    proc = robench("run", suite, "--out", tmp_path / "out", "-q", "--no-leaderboard", "-p", "dishonest_plugins",
+                   "--isolate", "process")
+    assert proc.returncode == 1, proc.stderr
+    got = cells(tmp_path / "out" / "results.sqlite")
+    assert got["os_exit"]["status"] == "failed" and "exit code 7" in got["os_exit"]["error"], got["os_exit"]["error"]
+    assert got["segv"]["status"] == "failed" and "SIGSEGV" in got["segv"]["error"], got["segv"]["error"]
+    assert got["patch"]["status"] == "failed" and "changed the model" in got["patch"]["error"]
+    for a in ("fgsm_a", "fgsm_b"):
+        assert got[a]["status"] == "done" and got[a]["rows"] == honest, a
+    assert all(not c["rows"] for a, c in got.items() if not a.startswith("fgsm"))
+
+
 def test_counting_wrapper_forwards_only_declared_capabilities():
     from robench.counting import CountingModel
     from robench.errors import RobenchError
