@@ -28,15 +28,62 @@ from .store import Store, StoreLock, check_store_file
 from .suite import Resolved
 
 
+@dataclass
+class PlannedCell:
+    label: str
+    model: str
+    attack: str
+    todo: int  # samples still to attack
+    seconds_per_sample: float | None = None  # from samples of this model and attack stored earlier
+
+
+@dataclass
+class RunPlan:
+    """What a run is about to do, told to the reporter before any model trains."""
+
+    suite: str
+    samples: int  # evaluation samples (after --limit)
+    cells: list[PlannedCell]
+    models: dict[str, str]  # name -> "cached", "to train", "retrain" or "pretrained"
+    estimate: str | None = None  # the suite's own estimate (for its full sample count)
+    suite_samples: int | None = None  # the sample count the suite's estimate is for (its dataset limit)
+
+    @property
+    def cells_stored(self) -> int:
+        return sum(1 for c in self.cells if c.todo == 0)
+
+    @property
+    def samples_todo(self) -> int:
+        return sum(c.todo for c in self.cells)
+
+    def stored_estimate(self) -> tuple[float, int]:
+        """(seconds, cells without timing): the cells left, at the rates of their stored samples."""
+        seconds, unknown = 0.0, 0
+        for c in self.cells:
+            if c.todo:
+                if c.seconds_per_sample is None:
+                    unknown += 1
+                else:
+                    seconds += c.todo * c.seconds_per_sample
+        return seconds, unknown
+
+
 class Reporter:
     """Progress callbacks (the CLI draws rich bars; tests use the silent default)."""
 
+    def plan(self, plan: RunPlan) -> None: ...
     def phase(self, text: str) -> None: ...
     def start_cells(self, total: int) -> None: ...
     def start_task(self, label: str, total: int) -> None: ...
     def advance_task(self, done: int, total: int | None = None) -> None: ...
     def end_task(self, status: str) -> None: ...
     def log(self, text: str) -> None: ...
+
+    def end_cell(self, label: str, status: str, seconds: float) -> None:
+        """A cell that ran elsewhere (a Ray worker) ended after ``seconds`` of attack time."""
+        self.start_task(label, 1)
+        self.advance_task(1)
+        self.end_task(status)
 
 
 @dataclass
@@ -89,6 +136,7 @@ class StoreSink:
         self.interleaved = interleaved
         self.rep = runner.rep
         self._completed: dict[str, int] = {}
+        self._seconds: dict[str, float] = {}  # attack time of each cell's batches in this run
 
     def log(self, text: str) -> None:
         self.rep.log(text)
@@ -137,6 +185,7 @@ class StoreSink:
 
     def write(self, job: CellJob, batch: BatchResult) -> None:
         self.store.write_samples(job.key, batch.rows, records=batch.records or None)
+        self._seconds[job.key] = self._seconds.get(job.key, 0.0) + sum(r.seconds for r in batch.rows)
         self._completed[job.key] = done = self._completed.get(job.key, 0) + len(batch.rows)
         if not self.interleaved:
             self.rep.advance_task(done)
@@ -158,10 +207,10 @@ class StoreSink:
         return self.store.done_indices(job.key)
 
     def _end(self, job: CellJob, status: str) -> None:
-        if self.interleaved:  # one finished cell on the progress display
-            self.rep.start_task(job.label, 1)
-            self.rep.advance_task(1)
-        self.rep.end_task(status)
+        if self.interleaved:  # one finished cell on the progress display, with the attack time its batches took
+            self.rep.end_cell(job.label, status, self._seconds.get(job.key, 0.0))
+        else:
+            self.rep.end_task(status)
 
 
 class Runner:
@@ -247,6 +296,7 @@ class Runner:
         needed = {m.name for m in s.models}
         if self.opt.shard is not None:  # a shard trains only the models its cells attack
             needed = {c["model"].name for c in cells} | {c["attack"].source for c in cells if c["attack"].source}
+        self.rep.plan(self._plan(store, data, cells, needed))
 
         for m in s.models:
             if m.name not in needed:
@@ -278,6 +328,32 @@ class Runner:
                         data_dir=self.opt.data_dir, plugins=tuple(self.opt.plugins), log=self.rep.log)
         sink = StoreSink(self, store, summary, data, interleaved=executor.interleaved)
         executor.run_cells(work, cells, sink)
+
+    def _plan(self, store: Store, data: EvalData, cells: list[dict[str, Any]], needed: set[str]) -> RunPlan:
+        """Cells and samples left, the models to train, and what earlier runs' timing predicts."""
+        s = self.suite
+        planned, rates = [], {}
+        indices = set(data.indices)
+        for c in cells:
+            key = self.cell_key(c)
+            done = store.done_indices(key) & indices
+            m, a = c["model"].name, c["attack"].name
+            if done and (m, a) not in rates:  # s/sample of this model and attack (any eps) stored earlier
+                secs = [r["seconds"] for r in store.samples(key) if r["seconds"] is not None]
+                if secs:
+                    rates[(m, a)] = sum(secs) / len(secs)
+            planned.append(PlannedCell(cell_label(c), m, a, len(data.x) - len(done)))
+        for p in planned:
+            p.seconds_per_sample = rates.get((p.model, p.attack))
+        models = {}
+        for m in s.models:
+            if m.name not in needed:
+                continue
+            factory = self.registry.get("model", m.plugin).factory
+            cached = (self.opt.cache_dir / self.model_keys[m.name] / "weights.safetensors").is_file()
+            models[m.name] = ("pretrained" if not getattr(factory, "trainable", True)
+                              else "retrain" if cached and self.opt.retrain else "cached" if cached else "to train")
+        return RunPlan(s.name, len(data.x), planned, models, estimate=s.estimate, suite_samples=s.dataset.limit)
 
     def _run_noise(self, store: Store, data: EvalData) -> None:
         s = self.suite

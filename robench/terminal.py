@@ -332,3 +332,96 @@ def print_leaderboard(console: Console, res: Any, source: str | None = None) -> 
     more = f"robench leaderboard {source} --format md" if source else "robench leaderboard <store> --format md"
     _para(console, f"All columns (passes per sample, medians, per-attack ranking columns): {more}", "dim")
     console.print()
+
+
+# -- the run plan and its estimate ----------------------------------------------------------------
+
+
+def seconds_text(seconds: float) -> str:
+    """A cell's duration: 0.04s, 3.2s, 125.0s (a short cell does not read as 0.0s)."""
+    return f"{seconds:.1f}s" if seconds >= 1 else f"{seconds:.2f}s"
+
+
+def duration(seconds: float) -> str:
+    if seconds < 1:
+        return "<1 s"
+    if seconds < 90:
+        return f"~{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"~{seconds / 60:.0f} min"
+    return f"~{seconds / 3600:.1f} h"
+
+
+def plan_lines(plan: Any) -> list[str]:
+    """What ``robench run`` is about to do (a :class:`robench.run.RunPlan`), as lines of text."""
+    n_cells = len(plan.cells)
+    stored = plan.cells_stored
+    lines = [f"plan: {n_cells} cell(s) x {plan.samples} sample(s)"
+             + (f", {stored} cell(s) already stored" if stored else "")
+             + (f"; {plan.samples_todo} sample-attack(s) to run" if plan.samples_todo else "; nothing left to attack")]
+    if plan.models:
+        lines.append("models: " + ", ".join(f"{name} {state}" for name, state in plan.models.items()))
+    if plan.estimate:
+        scope = f", for {plan.suite_samples} samples" if plan.suite_samples and plan.suite_samples != plan.samples else ""
+        lines.append(f"estimate (the suite's{scope}): {plan.estimate}")
+    seconds, unknown = plan.stored_estimate()
+    left = sum(1 for c in plan.cells if c.todo)
+    if left and left > unknown:
+        lines.append(f"estimate: {duration(seconds)} of attacks for {left - unknown} cell(s), from the timing of stored samples"
+                     + (f"; {unknown} cell(s) not timed yet" if unknown else ""))
+    if unknown:
+        lines.append("estimate: the time left is printed as cells finish, once each attack has run a batch")
+    return lines
+
+
+class RunEta:
+    """The attack time left in a run: per (model, attack), the seconds per sample measured in this
+    run (or stored by an earlier one) times the samples its unfinished cells still have."""
+
+    def __init__(self) -> None:
+        self.cells: dict[str, Any] = {}
+        self.rates: dict[tuple[str, str], float] = {}
+        self.attack_rates: dict[str, float] = {}
+        self.finished: set[str] = set()
+
+    def set_plan(self, plan: Any) -> None:
+        self.cells = {c.label: c for c in plan.cells}
+        for c in plan.cells:
+            if c.seconds_per_sample is not None:
+                self.rates[(c.model, c.attack)] = c.seconds_per_sample
+                self.attack_rates.setdefault(c.attack, c.seconds_per_sample)
+            if not c.todo:
+                self.finished.add(c.label)
+
+    def measured(self, label: str, samples: int, seconds: float) -> None:
+        c = self.cells.get(label)
+        if c is not None and samples > 0:
+            self.rates[(c.model, c.attack)] = seconds / samples
+            self.attack_rates[c.attack] = seconds / samples
+
+    def finish(self, label: str) -> None:
+        self.finished.add(label)
+
+    def left(self, current: str | None = None, current_left: int = 0) -> tuple[float, int]:
+        """(seconds, cells with no timing yet) for the unfinished cells."""
+        seconds, unknown = 0.0, 0
+        for label, c in self.cells.items():
+            if label in self.finished:
+                continue
+            todo = current_left if label == current else c.todo
+            rate = self.rates.get((c.model, c.attack), self.attack_rates.get(c.attack))
+            if rate is None:
+                unknown += 1
+            else:
+                seconds += todo * rate
+        return seconds, unknown
+
+    def text(self, current: str | None = None, current_left: int = 0) -> str | None:
+        if not self.cells or all(lb in self.finished for lb in self.cells):
+            return None
+        seconds, unknown = self.left(current, current_left)
+        if unknown == 0:
+            return f"{duration(seconds)} left"
+        timed = sum(1 for lb in self.cells if lb not in self.finished) - unknown
+        return (f"{duration(seconds)} left for {timed} timed cell(s), {unknown} not timed yet" if timed
+                else f"{unknown} cell(s) not timed yet")

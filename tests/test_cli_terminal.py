@@ -208,3 +208,82 @@ def test_library_warnings_are_counted_not_printed():
             warnings.warn_explicit("robench's own warning", UserWarning, str(REPO / "robench" / "cell.py"), 1)
     assert shown == ["robench's own warning"]
     assert hidden.count == 1 and "1 library warning(s) hidden" in hidden.summary()
+
+
+# -- the run plan, the estimate, Ray's log ---------------------------------------------------------
+
+
+def test_run_prints_its_plan_before_it_starts(term_run):
+    _, proc, _ = term_run
+    lines = proc.stderr.splitlines()
+    plan = lines.index("plan: 13 cell(s) x 30 sample(s); 390 sample-attack(s) to run")
+    assert lines[plan + 1] == "models: lsq-model-with-a-long-name to train"
+    first_cell = next(i for i, line in enumerate(lines) if line.startswith("lsq-model-with-a-long-name / "))
+    assert plan < first_cell
+    # once an attack has run, each cell's end line says how long the rest should take
+    assert any(re.search(r"\[cell \d+/13; (~\d+ s|<1 s) left", line) for line in lines), proc.stderr
+    assert any(line.endswith("[cell 13/13]") for line in lines)  # nothing left: no estimate
+
+
+def test_rerun_plan_counts_stored_cells(term_run):
+    tmp, _, env = term_run
+    proc = cli("run", tmp / "term.yaml", "--out", tmp / "out", "--plugin", "reliability_plugins", "--no-leaderboard",
+               env=env, check=1)
+    lines = proc.stderr.splitlines()
+    assert "plan: 13 cell(s) x 30 sample(s), 7 cell(s) already stored; 180 sample-attack(s) to run" in lines, proc.stderr
+    assert "models: lsq-model-with-a-long-name cached" in lines
+    stored = [line for line in lines if ": stored [cell" in line]
+    assert len(stored) == 7  # one line per stored cell: no "started", no duration
+    assert not any(line.startswith(s.split(": stored")[0] + ": started") for s in stored for line in lines)
+
+
+def test_extended_run_estimates_from_stored_timing(isolated_env):
+    tmp = isolated_env
+    (tmp / "term.yaml").write_text(SUITE)
+    args = ["run", tmp / "term.yaml", "--out", tmp / "out", "--plugin", "reliability_plugins", "--no-leaderboard"]
+    cli(*args, "--limit", "10", check=1)
+    lines = cli(*args, check=1).stderr.splitlines()
+    assert "plan: 13 cell(s) x 30 sample(s); 320 sample-attack(s) to run" in lines
+    assert any(re.fullmatch(r"estimate: (~\d+ s|<1 s) of attacks for 7 cell\(s\), from the timing of stored samples; "
+                            r"6 cell\(s\) not timed yet", line) for line in lines), lines
+    assert any(re.search(r": started \(10/30 stored before\)$", line) for line in lines)
+
+
+def test_plan_lines_and_eta():
+    from robench.run import PlannedCell, RunPlan
+    from robench.terminal import RunEta, plan_lines
+
+    plan = RunPlan("s", 100, [PlannedCell("m / a @ 1", "m", "a", 100, 0.5), PlannedCell("m / a @ 2", "m", "a", 40, 0.5),
+                              PlannedCell("m / b", "m", "b", 100), PlannedCell("m / c", "m", "c", 0)],
+                   {"m": "cached"}, estimate="about 2 min", suite_samples=1000)
+    lines = plan_lines(plan)
+    assert lines[0] == "plan: 4 cell(s) x 100 sample(s), 1 cell(s) already stored; 240 sample-attack(s) to run"
+    assert lines[1] == "models: m cached"
+    assert lines[2] == "estimate (the suite's, for 1000 samples): about 2 min"
+    assert lines[3] == "estimate: ~70 s of attacks for 2 cell(s), from the timing of stored samples; 1 cell(s) not timed yet"
+    eta = RunEta()
+    eta.set_plan(plan)
+    assert eta.text() == "~70 s left for 2 timed cell(s), 1 not timed yet"
+    eta.measured("m / b", 100, 200.0)  # b runs at 2 s per sample
+    eta.finish("m / b")
+    assert eta.text() == "~70 s left"
+    eta.measured("m / a @ 1", 100, 100.0)  # a turns out slower than stored: 1 s per sample
+    eta.finish("m / a @ 1")
+    assert eta.text() == "~40 s left"
+
+
+def test_ray_cells_log_in_order_with_their_attack_time(isolated_env):
+    pytest.importorskip("ray")
+    tmp = isolated_env
+    (tmp / "ray.yaml").write_text(SUITE.replace("name: term", "name: term-ray").replace(
+        "  - {name: broken, plugin: fault-noise, params: {fault: cuda_error}}\n", "").replace(
+        "[0.01, 0.02, 0.05, 0.1, 0.2, 0.3]", "[0.1]"))
+    proc = cli("run", tmp / "ray.yaml", "--out", tmp / "out", "--plugin", "reliability_plugins", "--no-leaderboard",
+               "--executor", "ray", "--workers", "2", env=dict(os.environ), check=0)
+    lines = [line for line in proc.stderr.splitlines() if " / noise" in line]
+    for cell in ("lsq-model-with-a-long-name / noise @ Linf 0.1", "lsq-model-with-a-long-name / noise-l2 @ L2 0.5"):
+        mine = [line for line in lines if line.startswith(cell + ":")]
+        assert mine[0].startswith(f"{cell}: running on a Ray worker (0/30 samples stored)"), mine
+        assert re.fullmatch(rf"{re.escape(cell)}: done \(\d+\.\d+s of attack time\) \[cell \d/2\]", mine[-1]), mine
+        assert not any(line.endswith("started") for line in mine)  # no "started" after the cell ran
+    assert "Started a local Ray instance" not in proc.stderr and "authentication" not in proc.stderr
