@@ -317,3 +317,28 @@ def test_overwritten_weights_give_new_cells_and_no_stale_rows(saved, tmp_path):
     (tmp_path / "net.ts").write_bytes((folder / "net.ts").read_bytes())
     third, cells3 = run_and_read()
     assert len(cells3) == 2 and third.clean == first.clean
+
+
+def test_model_key_follows_file_contents_not_names(saved, tmp_path):
+    """Weights and the architecture's source file enter the key; the suite's location does not."""
+    import shutil
+
+    from robench.models import model_key
+
+    folder, _ = saved
+    reg = _registry()
+
+    def keys(where):
+        resolved = load_suite(where / "suite.yaml", reg)
+        return {m.name: model_key(resolved, reg, m.name, torch.device("cpu")) for m in resolved.suite.models}
+
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    base = keys(copy)
+    assert keys(folder) == base, "the same files elsewhere on the machine: the same keys"
+    (copy / "loader_nets.py").write_text((copy / "loader_nets.py").read_text() + "\n# a changed architecture file\n")
+    changed = keys(copy)
+    assert changed["pt"] != base["pt"] and changed["st"] != base["st"]  # the torch-file models read it
+    assert changed["ts"] == base["ts"] and changed["ox"] == base["ox"]
+    (copy / "net.onnx").write_bytes((copy / "net.onnx").read_bytes() + b"\0")
+    assert keys(copy)["ox"] != base["ox"]
