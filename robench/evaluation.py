@@ -299,6 +299,7 @@ def register_cli(app, fail) -> None:
         name: Optional[str] = typer.Option(None, "--name", help="model name in the leaderboard [default: the file's stem]"),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder [default: runs/evaluate-<name>]"),
         device: str = typer.Option("auto", "--device", help="cpu, cuda or auto"),
+        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder with dataset files [default: $ROBENCH_DATA, else ~/.cache/robench/data]"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
     ) -> None:
         """Evaluate one pretrained model file, no YAML needed: writes the equivalent suite, runs it, prints the leaderboard.
@@ -328,13 +329,15 @@ def register_cli(app, fail) -> None:
             files = [path] + ([Path(arch.partition(":")[0])] if arch and arch.partition(":")[0].endswith(".py") else [])
             allow = sorted({str(f.expanduser().resolve().parent) for f in files
                             if not f.expanduser().resolve().is_relative_to(out_dir.resolve())})
-            again = f"robench run {suite_path} --out {out_dir}" + "".join(f" --allow-dir {a}" for a in allow)
+            again = (f"robench run {suite_path} --out {out_dir}" + "".join(f" --allow-dir {a}" for a in allow)
+                     + (f" --data-dir {data_dir}" if data_dir is not None else ""))
             suite_path.write_text(f"# written by robench evaluate; repeat or extend it with:\n#   {again}\n" + dump_yaml(doc))
         except (RobenchError, ValueError) as exc:
             fail(exc if isinstance(exc, RobenchError) else UserInputError(str(exc)))
         typer.echo(f"suite written to {suite_path}; to repeat or extend: {again}", err=True)
         run_cmd = typer.main.get_command(app).get_command(ctx, "run")
         argv = [str(suite_path), "--out", str(out_dir)] + [x for a in allow for x in ("--allow-dir", a)] + (["--quiet"] if quiet else [])
+        argv += ["--data-dir", str(data_dir)] if data_dir is not None else []
         with run_cmd.make_context("run", argv, parent=ctx) as sub:  # exactly as `robench run` would be called
             run_cmd.invoke(sub)
 
