@@ -78,6 +78,12 @@ class Params(BaseModel):
         _numbers_ok(value, bool(extra.get("allow_inf")), None if declared_max else PARAM_INT_MAX)
         return value
 
+    def inert(self) -> dict[str, str]:
+        """Parameters that cannot affect the run given the other values, as ``{field: reason}`` (e.g.
+        a random-start range when there is no random start). ``robench validate`` warns, with the
+        YAML line, about those a suite sets explicitly. Override with ``out = super().inert()``."""
+        return {}
+
 
 class NoParams(Params):
     """For plugins without parameters."""

@@ -45,8 +45,14 @@ def _registry(plugins: Optional[List[str]]):
         warnings.simplefilter("always")
         reg = get_registry(plugins or [])
     for origin, error in reg.broken:
-        err_console.print(Text.assemble(("warning:", "yellow"), f" plugin {origin} failed to load: {error}"), soft_wrap=True)
+        err_console.print(Text.assemble(("warning:", "yellow"), f" plugin {origin} failed to load: {error}"))
     return reg
+
+
+def _warn_inert(resolved) -> None:
+    """One line per suite parameter that cannot affect the run (it is valid, so this is not an error)."""
+    for loc, reason in resolved.warnings:
+        err_console.print(Text.assemble(("warning:", "yellow"), f" {resolved.path}: {loc}: {reason}"), highlight=False, soft_wrap=True)
 
 
 def _fail(exc: RobenchError) -> None:
@@ -264,6 +270,7 @@ def run(
             raise UserInputError(f"--device must be cpu, cuda or auto, not {device!r}")
         reg = _registry(plugin)
         resolved = load_suite(suite, reg, data_dir=resolve_data_dir(data_dir))  # dataset facts checked with the rest
+        _warn_inert(resolved)
         out_dir = out or Path("runs") / resolved.suite.name
         from .executors import make_executor
         from .plan import parse_shard
@@ -329,6 +336,7 @@ def validate(
         resolved = load_suite(suite, _registry(plugin), data_dir=resolve_data_dir(data_dir))
     except RobenchError as exc:
         _fail(exc)
+    _warn_inert(resolved)
     s = resolved.suite
     console.print(Text.assemble(("ok", "green"), f": {suite} — suite {s.name!r}: {len(s.models)} model(s), {len(s.attacks)} attack(s), dataset {s.dataset.name}"), soft_wrap=True)
 
@@ -373,9 +381,9 @@ def merge(
     except RobenchError as exc:
         _fail(exc)
     for path, cells, samples in report.per_source:
-        console.print(f"read {path}: {cells} cells, {samples} samples", markup=False, soft_wrap=True)
+        console.print(f"read {path}: {cells} cells, {samples} samples")
     console.print(f"merged into {report.into}: {report.runs} runs, {report.cells_new} new cells, {report.samples_new} new samples, "
-                  f"{report.samples_checked} duplicate samples checked equal", markup=False, soft_wrap=True)
+                  f"{report.samples_checked} duplicate samples checked equal")
 
 
 @app.command("leaderboard")
@@ -434,7 +442,7 @@ def publish(
     except RobenchError as exc:
         _fail(exc)
     for p in written:
-        console.print(f"wrote {p}", markup=False, highlight=False, soft_wrap=True)  # a path is text, never markup
+        console.print(f"wrote {p}")
 
 
 @app.command()
@@ -476,7 +484,7 @@ def data_import(
         dest = import_file(file, resolve_data_dir(data_dir))
     except RobenchError as exc:
         _fail(exc)
-    console.print(f"imported {file} -> {dest}", markup=False, soft_wrap=True)
+    console.print(f"imported {file} -> {dest}")
 
 
 @data_app.command("where")
@@ -485,10 +493,10 @@ def data_where(data_dir: Optional[Path] = DataDirOpt) -> None:
     from .data import resolve_data_dir
 
     d = resolve_data_dir(data_dir)
-    console.print(str(d), markup=False, soft_wrap=True)
+    console.print(str(d))
     if d.is_dir():
         for p in sorted(d.iterdir()):
-            console.print(f"  {p.name}", markup=False, soft_wrap=True)
+            console.print(f"  {p.name}")
 
 
 from .evaluation import register_cli as _register_evaluate  # noqa: E402  (robench evaluate lives with robench.evaluate)

@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -214,6 +214,8 @@ class Resolved:
     dataset_params: Params
     model_params: dict[str, Params]
     attack_params: dict[str, Params]
+    #: (location, reason) of each parameter the suite sets that cannot affect the run (see Params.inert)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
 
 
 # -- locating errors in the YAML text -----------------------------------------------------------
@@ -657,4 +659,24 @@ def resolve(suite: Suite, registry: Registry, path: str = "<suite>", lines: dict
                                     "the headline ranks by one of those columns"))
     if problems:
         raise SuiteError(path, problems)
-    return Resolved(suite, path, dataset_params, model_params, attack_params)
+    warnings: list[tuple[str, str]] = []
+    _inert_warnings(dataset_params, ("dataset", "params"), lines, warnings)
+    for i, m in enumerate(suite.models):
+        _inert_warnings(model_params[m.name], ("models", i, "params"), lines, warnings)
+    for i, a in enumerate(suite.attacks):
+        _inert_warnings(attack_params[a.name], ("attacks", i, "params"), lines, warnings)
+    return Resolved(suite, path, dataset_params, model_params, attack_params, warnings)
+
+
+def _inert_warnings(params: Params, loc: tuple, lines: dict, out: list[tuple[str, str]]) -> None:
+    """A warning for each parameter set explicitly that cannot affect the run (nested parameter models too)."""
+    try:
+        inert = params.inert()
+    except Exception:  # a plugin's inert() that fails must not make a valid suite invalid
+        inert = {}
+    for name in params.model_fields_set:
+        if name in inert:
+            out.append((format_loc(loc + (name,)) + _where(lines, loc + (name,)), f"has no effect: {inert[name]}"))
+        value = getattr(params, name, None)
+        if isinstance(value, Params):
+            _inert_warnings(value, loc + (name,), lines, out)

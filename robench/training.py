@@ -37,6 +37,13 @@ class AdversarialParams(Params):
         1.0, ge=0, le=1, description="weight of the adversarial loss; 1 - mix goes to the clean loss (Goodfellow's AT uses 0.5)"
     )
 
+    def inert(self) -> dict[str, str]:
+        out = super().inert()
+        if self.method == "fgsm-rs":
+            out["steps"] = "method is fgsm-rs, which takes one step"
+            out["random_start"] = "method is fgsm-rs, which always starts from a random point"
+        return out
+
     @property
     def alpha(self) -> float:
         if self.step_size is not None:
@@ -66,6 +73,16 @@ class TrainParams(Params):
     adversarial: AdversarialParams | None = Field(
         None, description="adversarial training (e.g. {method: pgd, norm: Linf, eps: 0.3, steps: 40}); None: plain training"
     )
+
+    def inert(self) -> dict[str, str]:
+        out = super().inert()
+        if self.optimizer != "sgd":
+            out["momentum"] = f"optimizer is {self.optimizer}; momentum is used only by sgd"
+        elif self.schedule == "onecycle":
+            out["momentum"] = "the onecycle schedule cycles the momentum itself"
+        if self.schedule != "exp":
+            out["lr_decay"] = f"schedule is {self.schedule}; lr_decay is used only by the exp schedule"
+        return out
 
 
 def augment_batch(x: torch.Tensor, mode: str, gen: torch.Generator) -> torch.Tensor:

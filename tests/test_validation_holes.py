@@ -384,3 +384,28 @@ def test_any_dataset_plugin_read_error_becomes_one_line(tmp_path):
     msg = str(info.value)
     assert "dataset 'mine' (test split" in msg and str(tmp_path) in msg and "zlib" not in msg.split("(")[0]
     assert "invalid stored block lengths" in msg and "\n" not in msg
+
+
+# -- parameters that cannot affect the run: warnings with their line ---------------------------------
+
+
+def test_parameters_without_effect_are_warned_about_with_their_line(registry):
+    text = GOOD.replace("plugin: fgsm}", "plugin: pdpgd, params: {norm: L2, init_range: 0.5, steps: 5}}").replace(
+        "hidden: 8, epochs: 1", "hidden: 8, epochs: 1, momentum: 0.5, adversarial: {method: fgsm-rs, eps: 0.1, steps: 3}")
+    r = load_suite("s.yaml", registry, text=text)
+    got = dict(r.warnings)
+    assert "restarts is 1" in got["attacks[1].params.init_range (line 8)"]
+    assert "momentum is used only by sgd" in got["models[0].params.momentum (line 4)"]
+    assert "one step" in got["models[0].params.adversarial.steps (line 4)"]
+    assert len(got) == 3  # defaults that were not written are never reported
+    # with two restarts the random start is used: no warning
+    text2 = text.replace("init_range: 0.5", "init_range: 0.5, restarts: 2")
+    assert not any("init_range" in loc for loc, _ in load_suite("s.yaml", registry, text=text2).warnings)
+
+
+def test_validate_cli_prints_warnings_and_exits_0(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(GOOD.replace("hidden: 8, epochs: 1", "hidden: 8, epochs: 1, lr_decay: 0.5"))
+    res = CliRunner().invoke(app, ["validate", str(path)])
+    out = " ".join(res.output.split())
+    assert res.exit_code == 0 and "models[0].params.lr_decay (line 4): has no effect" in out, res.output

@@ -58,6 +58,14 @@ class _CommonParams(robench.Params):
         "while the input stays adversarial; other norms shrink the perturbation by bisection",
     )
 
+    def inert(self) -> dict[str, str]:
+        out = super().inert()
+        if self.restarts == 1:
+            out["init_range"] = "restarts is 1, and the random start is used only from the second restart on"
+        if self.finetune_steps == 0:
+            out["finetune_lr"] = "finetune_steps is 0 (no finetuning run)"
+        return out
+
     @field_validator("lr")
     @classmethod
     def _positive_lrs(cls, v):
