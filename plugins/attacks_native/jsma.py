@@ -33,14 +33,9 @@ from pydantic import Field, field_validator
 
 import robench
 from robench import Norm
+from robench.norms import changed_pixels
 
 Scores = Callable[[torch.Tensor], torch.Tensor]
-
-
-def changed_pixel_count(batch: torch.Tensor, x0: torch.Tensor, channels: int) -> torch.Tensor:
-    """Pixels (any channel) in which flat rows ``batch`` (R, C*P) differ from ``x0`` (R, C*P)."""
-    r = batch.shape[0]
-    return (batch != x0).view(r, channels, -1).any(1).sum(1)
 
 
 def jsma(
@@ -62,7 +57,6 @@ def jsma(
     """
     n = len(x)
     shape = x.shape[1:]
-    channels = shape[0] if len(shape) == 3 else 1
     d = int(math.prod(shape))
     with torch.no_grad():
         k = int(scores(x[:1]).shape[1])
@@ -103,7 +97,7 @@ def jsma(
         steps[idx] += 1
 
         # record untargeted successes: the first adversarial point of each run
-        l0 = changed_pixel_count(batch[idx], x0[idx], channels)
+        l0 = changed_pixels((batch[idx] - x0[idx]).view(-1, *shape)).sum(1)
         for j in adv_now.nonzero().flatten().tolist():
             run, i = int(idx[j]), int(sample[idx[j]])
             if l0[j] < best_l0[i]:

@@ -42,6 +42,7 @@ from pydantic import Field
 
 import robench
 from robench import Norm
+from robench.norms import changed_pixels
 
 Scores = Callable[[torch.Tensor], torch.Tensor]
 Loss = Literal["margin", "score", "prob"]
@@ -253,7 +254,7 @@ def _perturb(
         t = params[:, q * (2 + ch) : (q + 1) * (2 + ch)]
         where = (t[:, 0] % h) * w + (t[:, 1] % w)
         flat[rows, :, where] = t[:, 2:].to(x.dtype) / 255.0
-    changed = (imgs != x[samples]).view(len(samples), ch, -1).any(1).sum(1)
+    changed = changed_pixels(imgs - x[samples]).sum(1)
     return imgs, changed
 
 
