@@ -210,3 +210,27 @@ def test_built_in_01_loss_attacks_are_counted_and_declare_weights(which):
     # the same attack without the declared need gets no weights
     with pytest.raises(RobenchError, match="must declare needs 'weights'"):
         attack.run(CountingModel(model, "model test", needs={"decisions"}), x, y, eps=0.2, ctx=robench.Context())
+
+
+def test_weights_need_is_recorded_with_the_cell_and_shown_in_the_leaderboard(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("ROBENCH_CACHE", str(tmp_path / "cache"))
+    suite = tmp_path / "w.yaml"
+    suite.write_text(
+        "name: whitebox\n"
+        "dataset: {name: digits, classes: [3, 8], limit: 30}\n"
+        "models:\n"
+        "  - {name: s, plugin: scd01, params: {votes: 4, iterations: 40, coords: 32}}\n"
+        "attacks:\n"
+        "  - {name: ls, plugin: linear_sign}\n"
+        "epsilons: {Linf: [0.2]}\n"
+    )
+    proc = robench("run", suite, "--out", tmp_path / "out", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "| s | ls | bounded, reads weights |" in proc.stdout
+    db = sqlite3.connect(tmp_path / "out" / "results.sqlite")
+    assert json.loads(db.execute("SELECT needs FROM cells").fetchone()[0]) == ["decisions", "weights"]
+    assert db.execute("SELECT MIN(forward) FROM samples").fetchone()[0] >= 1  # its decision queries are counted
+    rows = json.loads(robench("leaderboard", tmp_path / "out", "-f", "json").stdout)
+    assert rows[0]["needs"] == ["decisions", "weights"]

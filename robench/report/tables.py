@@ -157,7 +157,9 @@ def attack_table(res: SuiteResults, norm: str) -> Table:
         f"Mean {norm}", f"Median {norm}", "Success", "Rejected", "Fwd/sample", "Bwd/sample", "s/sample", "Status"]
     table = Table(f"attacks-{norm}", headers)
     for r in sorted(per_attack_rows(res, norm), key=lambda r: (r.model, r.attack)):
-        cells = [Cell(r.model, r.model), Cell(r.attack + (" †" if r.via_surrogate else ""), r.attack), Cell(r.kind, r.kind)]
+        # an attack that read the model's weights (declared need "weights") is white box: say so with its kind
+        kind = r.kind + (", reads weights" if "weights" in r.needs else "")
+        cells = [Cell(r.model, r.model), Cell(r.attack + (" †" if r.via_surrogate else ""), r.attack), Cell(kind, r.kind)]
         a = r.attack
         cells += [_pct_cell(r.robust_accuracy.get(e), ref=(a, f"robust_accuracy/{eps_text(e)}")) for e in eps_list]
         cells += [_num_cell(r.mean_norm, norm, ref=(a, "mean_norm")), _num_cell(r.median_norm, norm, ref=(a, "median_norm")),
