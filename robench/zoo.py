@@ -160,16 +160,14 @@ def add_models(suite_path: Path, names: list[str] | None, data_dir: Path, cache_
         config = json.loads((folder / "config.json").read_text())
         seconds = config.get("train_seconds") if not fresh else time.perf_counter() - t0
         zoo.mkdir(parents=True, exist_ok=True)
-        file = f"{suite.name}-{name}-{key[:12]}.safetensors"
+        old = entries.get(key)  # the same model reached from another suite keeps its file name and command
+        file = old.file if old is not None else f"{suite.name}-{name}-{key[:12]}.safetensors"
         shutil.copyfile(folder / "weights.safetensors", zoo / file)
         rel = os.path.relpath(Path(suite_path).resolve(), zoo.resolve().parent)
-        old = entries.get(key)
+        command = old.command if old is not None and not retrain else f"robench zoo add {rel} --model {name} --retrain"
         suites = sorted(set((old.suites or []) if old else []) | {suite.name})
-        entries[key] = Entry(key=key, file=file, sha256=sha256_file(zoo / file), config=config,
-                             command=f"robench zoo add {rel} --model {name} --retrain", train_seconds=seconds,
-                             clean_accuracy=acc, clean_n=len(data.x), suites=suites)
-        if old is not None and old.file != file and (zoo / old.file).is_file():
-            (zoo / old.file).unlink()
+        entries[key] = Entry(key=key, file=file, sha256=sha256_file(zoo / file), config=config, command=command,
+                             train_seconds=seconds, clean_accuracy=acc, clean_n=len(data.x), suites=suites)
         added.append(entries[key])
         log(f"model {name}: key {key}, clean accuracy {acc:.4f} on {len(data.x)} {suite.dataset.name} {suite.dataset.split} "
             f"images, {(zoo / file).stat().st_size / 2**20:.2f} MiB -> {zoo / file}")
