@@ -127,13 +127,47 @@ def _stale_cells(store: Store, suite: str) -> dict[str, int]:
     return out
 
 
+def _in_current_suite(cells: list[dict], config: dict) -> tuple[list[dict], dict[str, int]]:
+    """The cells of models, attacks (on the models they run against) and eps values that the suite as
+    last saved still has, and a count of the others by what they belong to. A store keeps every cell
+    ever run, so an attack removed from a suite that resumed into the same store must not show as an
+    incomplete result. A config without a models list (a hand-made store) keeps every cell."""
+    models = {m.get("name") for m in config.get("models") or [] if isinstance(m, dict)}
+    if not models:
+        return cells, {}
+    attacks = {a.get("name"): a for a in config.get("attacks") or [] if isinstance(a, dict)}
+    eps_cfg = {k: {float(e) for e in v} for k, v in (config.get("epsilons") or {}).items()}
+    keep, dropped = [], {}
+    for c in cells:
+        entry = attacks.get(c["attack"])
+        if c["model"] not in models:
+            what = f"model {c['model']}"
+        elif entry is None:
+            what = f"attack {c['attack']}"
+        elif entry.get("models") and c["model"] not in entry["models"]:
+            what = f"attack {c['attack']} on model {c['model']}"
+        elif c["eps"] is not None and c["norm"] in eps_cfg and float(c["eps"]) not in eps_cfg[c["norm"]]:
+            what = f"{c['norm']} eps {c['eps']:g}"
+        else:
+            keep.append(c)
+            continue
+        dropped[what] = dropped.get(what, 0) + 1
+    return keep, dropped
+
+
 def compute(store: Store, suite: str) -> SuiteResults:
     config = store.suites().get(suite, {})
     eps_cfg: dict[str, list[float]] = {k: sorted(float(e) for e in v) for k, v in (config.get("epsilons") or {}).items()}
     clean = store.clean(suite)
-    cells = _current_cells(store, suite)
+    cells, dropped = _in_current_suite(_current_cells(store, suite), config)
+    current_models = {m.get("name") for m in config.get("models") or [] if isinstance(m, dict)}
+    if current_models:
+        clean = {m: v for m, v in clean.items() if m in current_models}
     rows: list[Row] = []
     warnings: list[str] = []
+    for what, n in sorted(dropped.items()):
+        warnings.append(f"{n} stored cell{'s' if n != 1 else ''} of {what}: not in the current suite (removed from it since "
+                        "they ran), so not shown")
     for model, n in sorted(_stale_cells(store, suite).items()):
         warnings.append(f"{n} stored cell{'s' if n != 1 else ''} of model {model} belong to an earlier version of it "
                         "(its weights, files or configuration changed since) and are not shown")
@@ -237,7 +271,8 @@ def compute(store: Store, suite: str) -> SuiteResults:
     import hashlib
 
     res = SuiteResults(
-        suite=suite, config=config, rows=rows, clean=clean_summary, noise=store.noise(suite),
+        suite=suite, config=config, rows=rows, clean=clean_summary,
+        noise={m: v for m, v in store.noise(suite).items() if not current_models or m in current_models},
         transfer=_transfer_matrices(rows), warnings=warnings, runs=store.runs(suite),
         sample_digest=hashlib.sha256(digest_src.encode()).hexdigest()[:16], norm_samples=norm_samples,
     )

@@ -146,3 +146,25 @@ def test_leaderboard_of_a_store_on_a_read_only_file_system_is_read(tmp_path):
         assert path.read_bytes() == before
     finally:
         subprocess.run(["chattr", "-i", *targets], check=True)
+
+
+def test_cells_of_attacks_and_models_no_longer_in_the_suite_are_not_shown_as_incomplete(tmp_path):
+    """The suite saved last (a resumed run after removing attack pgd and model B) decides what the
+    leaderboard shows; the other stored cells are listed as not in the current suite."""
+    from test_publish_leaderboard import CONFIG
+
+    path = build_store(tmp_path / "run" / "results.sqlite")
+    con = sqlite3.connect(path)
+    with con:
+        con.execute("UPDATE cells SET status = 'running' WHERE attack = 'pgd'")  # interrupted before the edit
+        cfg = {**CONFIG, "models": [{"name": "A", "plugin": "mlp"}], "attacks": [{"name": "cw", "plugin": "fb-cw-l2"}]}
+        con.execute("UPDATE suites SET config = ?", (json.dumps(cfg),))
+    con.close()
+    res, = load_results(path)
+    assert {(r.model, r.attack) for r in res.rows} == {("A", "cw"), ("A", "best")}
+    assert all(r.status == "done" for r in res.rows)
+    assert set(res.clean) == {"A"}
+    text = " ".join(res.warnings)
+    assert "3 stored cells of attack pgd: not in the current suite" in text and "1 stored cell of model B" in text
+    md = to_markdown(res)
+    assert "incomplete" not in md and "not in the current suite" in md
