@@ -259,12 +259,16 @@ def evaluate(model, dataset: str = "digits", attacks: Iterable[str] | str = ("pg
     options = RunOptions(out_dir=out_dir, data_dir=resolve_data_dir(data_dir), limit=limit)
     flags = [(p, p.requires_grad) for p in net.parameters()]
     was_training = net.training
+    first = next(iter(net.parameters()), None)
+    home = first.device if first is not None else None
     try:
         summary = run_suite(resolved, registry, options)
-    finally:  # the harness froze the module for the run; hand it back as it came
+    finally:  # the harness froze the module and moved it to the run's device; hand it back as it came
         for p, flag in flags:
             p.requires_grad_(flag)
         net.train(was_training)
+        if home is not None:
+            net.to(home)
         _MODULES.pop(digest, None)
     if not summary.ok:
         problems = [f"model {m}: {e.strip().splitlines()[-1]}" for m, e in summary.models_failed]
