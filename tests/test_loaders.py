@@ -271,6 +271,8 @@ def test_bad_architecture_strings_are_rejected(tmp_path):
         spec.params.model_validate({"architecture": "just_a_name", "weights": "w.pt"})
     p = spec.params.model_validate({"architecture": "nets.py:make", "weights": "w.pt"})
     assert p.architecture == "nets:make" and p.code == Path("nets.py")
+    with pytest.raises(ValueError, match="no module 'not_installed_anywhere' on the Python path"):
+        spec.params.model_validate({"architecture": "not_installed_anywhere.nets:make", "weights": "w.pt"})
 
 
 def test_overwritten_weights_give_new_cells_and_no_stale_rows(saved, tmp_path):

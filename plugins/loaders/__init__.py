@@ -84,6 +84,18 @@ class TorchFileParams(LoadedParams):
         split_architecture(v)
         return v
 
+    @model_validator(mode="after")
+    def _importable(self):
+        # Only the top-level package is looked up (finding it runs no code); the rest is imported at run time.
+        if self.code is None:
+            import importlib.util
+
+            top = split_architecture(self.architecture)[0].split(".")[0]
+            if importlib.util.find_spec(top) is None:
+                raise ValueError(f"architecture {self.architecture!r}: no module {top!r} on the Python path; install its package, "
+                                 "or name a file next to the suite: architecture: file.py:factory")
+        return self
+
 
 class FileParams(LoadedParams):
     file: Path = Field(json_schema_extra=SUITE_PATH, description="the model file, relative to the suite's folder")
