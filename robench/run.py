@@ -44,7 +44,7 @@ class RunPlan:
     suite: str
     samples: int  # evaluation samples (after --limit)
     cells: list[PlannedCell]
-    models: dict[str, str]  # name -> "cached", "to train", "retrain" or "pretrained"
+    models: dict[str, str]  # name -> "cached", "from the zoo", "to train", "retrain" or "pretrained"
     estimate: str | None = None  # the suite's own estimate (for its full sample count)
     suite_samples: int | None = None  # the sample count the suite's estimate is for (its dataset limit)
 
@@ -351,8 +351,12 @@ class Runner:
                 continue
             factory = self.registry.get("model", m.plugin).factory
             cached = (self.opt.cache_dir / self.model_keys[m.name] / "weights.safetensors").is_file()
+            from .zoo import read_manifest
+
+            in_zoo = not cached and not self.opt.retrain and self.model_keys[m.name] in read_manifest()
             models[m.name] = ("pretrained" if not getattr(factory, "trainable", True)
-                              else "retrain" if cached and self.opt.retrain else "cached" if cached else "to train")
+                              else "retrain" if cached and self.opt.retrain else "cached" if cached
+                              else "from the zoo" if in_zoo else "to train")
         return RunPlan(s.name, len(data.x), planned, models, estimate=s.estimate, suite_samples=s.dataset.limit)
 
     def _run_noise(self, store: Store, data: EvalData) -> None:
