@@ -19,7 +19,7 @@ from .terminal import HiddenWarnings, RunEta, message, plain, plan_lines, quiet_
 
 app = typer.Typer(
     help="robench: benchmark the adversarial robustness of models with plugin defenses, attacks and datasets.\n\n"
-    "Typical use:  robench run suites/quickstart.yaml   then   robench publish runs/quickstart",
+    "\b\nTypical use:\n  robench run suites/quickstart.yaml\n  robench publish runs/quickstart",  # \b: kept as written
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -45,7 +45,7 @@ def _registry(plugins: Optional[List[str]]):
         warnings.simplefilter("always")
         reg = get_registry(plugins or [])
     for origin, error in reg.broken:
-        err_console.print(Text.assemble(("warning:", "yellow"), f" plugin {origin} failed to load: {error}"))
+        err_console.print(Text.assemble(("warning:", "yellow"), f" plugin {origin} failed to load: {error}"), soft_wrap=True)
     return reg
 
 
@@ -381,9 +381,9 @@ def merge(
     except RobenchError as exc:
         _fail(exc)
     for path, cells, samples in report.per_source:
-        console.print(f"read {path}: {cells} cells, {samples} samples")
+        console.print(f"read {path}: {cells} cells, {samples} samples", markup=False, soft_wrap=True)
     console.print(f"merged into {report.into}: {report.runs} runs, {report.cells_new} new cells, {report.samples_new} new samples, "
-                  f"{report.samples_checked} duplicate samples checked equal")
+                  f"{report.samples_checked} duplicate samples checked equal", markup=False, soft_wrap=True)
 
 
 @app.command("leaderboard")
@@ -442,7 +442,7 @@ def publish(
     except RobenchError as exc:
         _fail(exc)
     for p in written:
-        console.print(f"wrote {p}")
+        console.print(f"wrote {p}", markup=False, highlight=False, soft_wrap=True)  # a path is text, never markup
 
 
 @app.command()
@@ -484,7 +484,7 @@ def data_import(
         dest = import_file(file, resolve_data_dir(data_dir))
     except RobenchError as exc:
         _fail(exc)
-    console.print(f"imported {file} -> {dest}")
+    console.print(f"imported {file} -> {dest}", markup=False, soft_wrap=True)
 
 
 @data_app.command("where")
@@ -493,10 +493,10 @@ def data_where(data_dir: Optional[Path] = DataDirOpt) -> None:
     from .data import resolve_data_dir
 
     d = resolve_data_dir(data_dir)
-    console.print(str(d))
+    console.print(str(d), markup=False, soft_wrap=True)
     if d.is_dir():
         for p in sorted(d.iterdir()):
-            console.print(f"  {p.name}")
+            console.print(f"  {p.name}", markup=False, soft_wrap=True)
 
 
 from .evaluation import register_cli as _register_evaluate  # noqa: E402  (robench evaluate lives with robench.evaluate)

@@ -287,3 +287,15 @@ def test_ray_cells_log_in_order_with_their_attack_time(isolated_env):
         assert re.fullmatch(rf"{re.escape(cell)}: done \(\d+\.\d+s of attack time\) \[cell \d/2\]", mine[-1]), mine
         assert not any(line.endswith("started") for line in mine)  # no "started" after the cell ran
     assert "Started a local Ray instance" not in proc.stderr and "authentication" not in proc.stderr
+
+
+def test_file_names_with_brackets_print_as_they_are(tmp_path):
+    (tmp_path / "cifar10 [copy].npz").write_bytes(b"")
+    out = cli("data", "where", "--data-dir", tmp_path).stdout
+    assert "  cifar10 [copy].npz" in out.splitlines()
+
+
+def test_top_level_help_keeps_the_typical_use_lines():
+    out = cli("--help").stdout.splitlines()
+    i = out.index("  Typical use:")
+    assert out[i + 1:i + 3] == ["    robench run suites/quickstart.yaml", "    robench publish runs/quickstart"]
