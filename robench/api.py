@@ -145,7 +145,6 @@ class Context:
         factory = registry.get(kind, name).factory
         return construct(factory, factory.Params(**(params or {})), self)
 
-
     def generator(self, offset: int = 0) -> torch.Generator:
         """A CPU generator seeded from the run seed (offset separates independent streams)."""
         return torch.Generator().manual_seed(self.seed + offset)
@@ -241,9 +240,20 @@ class Model:
 class TorchModel(Model):
     """A Model backed by an ``nn.Module`` built by :meth:`build`; state is the module's state dict."""
 
+    #: White box: :meth:`layers` hands a copy of the network to attacks that declare the need
+    #: ``"weights"`` (the ``exact`` solver reads its layers). A subclass that sets its own
+    #: ``exposes`` and still offers its layers includes ``"layers": "weights"``.
+    exposes: ClassVar[dict[str, str]] = {"layers": "weights"}
+
     def __init__(self, params: Params, info: DatasetInfo):
         super().__init__(params, info)
         self.net = self.build()
+
+    def layers(self) -> torch.nn.Module:
+        """A copy of the network (in eval mode), for white-box attacks that read its layers."""
+        import copy
+
+        return copy.deepcopy(self.net).eval()
 
     def build(self) -> torch.nn.Module:
         raise NotImplementedError

@@ -1,0 +1,181 @@
+"""Built-in robench plugin ``exact``: the minimal adversarial perturbation of small ReLU networks,
+computed by mixed-integer programming (HiGHS for L0 / L1 / Linf, SCIP for L2).
+
+It is a ``minimal`` attack like any other: it returns one adversarial per sample and the harness
+verifies it. What the others cannot offer is the certificate: per sample the solver proves its
+point optimal, or (after ``time_limit``) returns a bracket [lower bound, norm of its point]. The
+per-cell counts are kept with the cell (``ctx.record``): ``exact_optimal``, ``exact_bracket``,
+``exact_robust`` (no adversarial exists in the [0, 1] box), ``exact_failed``, ``exact_mean_gap``
+(mean relative gap of the bracketed samples), ``exact_mean_lower`` (mean certified lower bound
+over the attacked samples) and ``exact_mean_seconds``. See docs/exact.md.
+
+Requires the ``exact`` extra (``pip install 'robench[exact]'``: highspy, pyscipopt).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+import robench
+from robench import Norm
+from robench.adapters import predict
+from robench.errors import RobenchError
+
+from .network import UnsupportedNetwork, forward, lower
+from .solver import Result, solve_sample
+
+__all__ = ["Exact", "ExactParams", "torch_network", "lower", "solve_sample", "Result", "UnsupportedNetwork"]
+
+
+def torch_network(model: robench.Model) -> torch.nn.Module:
+    """The ``nn.Module`` behind a model, through the white-box capability a model declares:
+    ``exposes = {"layers": "weights"}`` with a ``layers()`` method returning it (every
+    :class:`robench.TorchModel` does). The harness's wrapper lets only attacks that declare the
+    need ``"weights"`` call it."""
+    if "layers" not in (getattr(model, "exposes", None) or {}):
+        raise RobenchError(
+            f"the exact solver needs the model's layers: {type(model).__name__} does not expose layers() "
+            '(a robench.TorchModel does; other models declare exposes = {"layers": "weights"})'
+        )
+    net = model.layers()
+    if not isinstance(net, torch.nn.Module):
+        raise RobenchError(f"{type(model).__name__}.layers() returned {type(net).__name__}, expected a torch.nn.Module")
+    return net
+
+
+class ExactParams(robench.Params):
+    norm: Literal["L0", "L1", "L2", "Linf"] = Field("L2", description="threat model (L0 counts pixels)")
+    time_limit: float = Field(60.0, gt=0, description="seconds per sample (bounds + solve); then a bracket is returned")
+    margin: float = Field(1e-4, ge=0, description="a wrong logit must exceed the true one by this much (keeps float32 verification safe)")
+    gap: float = Field(1e-6, ge=0, description="relative optimality gap at which the solver stops")
+    bounds: Literal["interval", "lp"] = Field("lp", description="pre-activation bounds: interval arithmetic, or tightened by LP per neuron")
+    bound_time: float = Field(10.0, ge=0, description="seconds per sample for LP bound tightening (at most half the time limit)")
+    solver: Literal["auto", "highs", "scip", "qp-bb"] = Field("auto", description="auto: HiGHS MILP for L0/L1/Linf; for L2 (HiGHS has no MIQP) SCIP up to 100 inputs, else branch and bound over HiGHS QPs (qp-bb)")
+    init_iter: int = Field(100, ge=0, description="iterations of the fab plugin for the starting adversarial (0: none, search the whole box)")
+    threads: int = Field(1, ge=1, description="solver threads (HiGHS)")
+
+
+class Exact(robench.Attack):
+    """Exact minimal perturbation by MILP / MIQCP; white-box (reads the network's weights)."""
+
+    Params = ExactParams
+    kind = "minimal"
+    # White box: reads the network through the model's layers() (see torch_network). Its starting
+    # point comes from FAB, which needs gradients.
+    needs = frozenset({"weights", "gradients"})
+    randomized = False
+
+    def __init__(self, params: ExactParams):
+        super().__init__(params)
+        self._ops = None
+        self.results: list[Result] = []  # per attacked sample, in order (kept for benchmarks and tests)
+
+    def _lowered(self, model: robench.Model):
+        # One attack instance serves one cell (one model): lower its network once.
+        if self._ops is None:
+            self._ops = lower(torch_network(model), tuple(model.info.input_shape))
+        return self._ops
+
+    def run(self, model, x, y, *, eps, ctx, source=None):
+        p = self.params
+        ops = self._lowered(model)
+        out = x.clone()
+        with torch.no_grad():
+            scores = model.scores(x).double().cpu().numpy()
+        flat = x.detach().double().cpu().flatten(1).numpy()
+        mine = forward(ops, flat)
+        if not np.allclose(mine, scores, rtol=1e-4, atol=1e-4 * (1 + np.abs(scores).max())):
+            raise RobenchError(
+                "the exact solver's lowered network does not reproduce the model's scores "
+                f"(max difference {np.abs(mine - scores).max():.3g}): the model's scores() is not its net's output"
+            )
+        todo = np.nonzero(scores.argmax(1) == y.cpu().numpy())[0]
+        starts = self._starts(model, x, y, todo, ctx, ops)
+        channels = x.shape[1] if x.dim() == 4 else 1
+        for n, i in enumerate(todo):
+            label = int(y[i])
+            xi = x[i : i + 1]
+
+            def adversarial(v: np.ndarray, xi=xi, label=label) -> bool:
+                t = torch.from_numpy(v.astype(np.float32)).view_as(xi).to(xi.device)
+                return bool(predict(model, t)[0] != label)
+
+            res = solve_sample(
+                ops, flat[i], label, str(self.norm), start=starts[n], channels=channels, margin=p.margin,
+                time_limit=p.time_limit, gap=p.gap, bounds=p.bounds, bound_time=p.bound_time, solver=p.solver,
+                threads=p.threads, seed=ctx.seed, is_adversarial=adversarial,
+            )
+            self.results.append(res)
+            if res.x is not None:
+                out[i] = torch.from_numpy(res.x.astype(np.float32)).view_as(xi[0]).to(out)
+            else:
+                out[i] = math.nan
+            ctx.report(n + 1, len(todo))
+        self._record(ctx)
+        return out
+
+    def _starts(self, model, x, y, todo, ctx, ops) -> list[np.ndarray | None]:
+        p = self.params
+        if p.init_iter == 0 or not len(todo):
+            return [None] * len(todo)
+        norm = Norm.L1 if self.norm == Norm.L0 else self.norm
+        idx = torch.as_tensor(todo, device=x.device)
+        fab = ctx.attack("fab", {"norm": str(norm), "n_iter": p.init_iter})  # the run's FAB plugin
+        adv = fab.run(model, x[idx], y[idx], eps=None, ctx=ctx)
+        starts: list[np.ndarray | None] = []
+        for n, i in enumerate(todo):
+            a = adv[n].detach().double().cpu().flatten().numpy()
+            if not np.isfinite(a).all() or not bool(predict(model, adv[n : n + 1].float())[0] != y[i]):
+                starts.append(None)
+                continue
+            if self.norm == Norm.L0:
+                a = _revert_pixels(ops, x[i].detach().double().cpu().flatten().numpy(), a, int(y[i]), x.shape[1] if x.dim() == 4 else 1)
+            starts.append(a)
+        return starts
+
+    def _record(self, ctx) -> None:
+        rs = self.results
+        status = [r.status for r in rs]
+        for s in ("optimal", "bracket", "robust", "failed"):
+            ctx.record(f"exact_{s}", status.count(s))
+        gaps = [r.gap for r in rs if r.status == "bracket" and math.isfinite(r.gap)]
+        ctx.record("exact_mean_gap", float(np.mean(gaps)) if gaps else 0.0)
+        lows = [r.lower for r in rs if math.isfinite(r.lower)]
+        if lows:
+            ctx.record("exact_mean_lower", float(np.mean(lows)))
+        ctx.record("exact_mean_seconds", float(np.mean([r.seconds for r in rs])) if rs else 0.0)
+
+
+def _revert_pixels(ops, x0: np.ndarray, a: np.ndarray, label: int, channels: int) -> np.ndarray:
+    """Greedy L0 shrink of a starting adversarial: reset changed pixels, smallest change first,
+    while the point stays adversarial (by the float64 network)."""
+    d = (a - x0).reshape(channels, -1)
+    size = np.abs(d).sum(0)
+    cur = a.reshape(channels, -1).copy()
+    base = x0.reshape(channels, -1)
+    for j in np.argsort(size):
+        if size[j] == 0:
+            continue
+        old = cur[:, j].copy()
+        cur[:, j] = base[:, j]
+        out = forward(ops, cur.ravel()[None])[0]
+        if np.delete(out, label).max() <= out[label]:
+            cur[:, j] = old
+    return cur.ravel()
+
+
+@robench.hookimpl
+def robench_attacks():
+    return [
+        robench.AttackSpec(
+            "exact", Exact,
+            "Exact minimal perturbation of ReLU networks by MILP (HiGHS) / MIQCP for L2 (SCIP), certified bracket on time-out; "
+            "white box, needs the exact extra",
+            norms=(Norm.L0, Norm.L1, Norm.L2, Norm.Linf),
+        )
+    ]
