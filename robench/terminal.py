@@ -9,13 +9,15 @@ the row's identity columns) instead of folding its cells.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import io
 import re
 import sys
 import warnings
 from contextlib import contextmanager
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from rich import box
@@ -75,7 +77,17 @@ class HiddenWarnings:
                 "run with PYTHONWARNINGS=default to see them")
 
 
-_OWN = (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1] / "plugins")
+@functools.lru_cache(maxsize=1)
+def _own_dirs() -> tuple[Path, ...]:
+    """robench's package and its built-in plugins' package (robench_plugins), wherever installed."""
+    dirs = [Path(__file__).resolve().parent]
+    try:
+        spec = importlib.util.find_spec("robench_plugins")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        dirs += [Path(p).resolve() for p in spec.submodule_search_locations]
+    return tuple(dirs)
 
 
 def _from_robench(filename: str) -> bool:
@@ -84,7 +96,7 @@ def _from_robench(filename: str) -> bool:
         path = Path(filename).resolve()
     except (OSError, ValueError):
         return False
-    return any(path.is_relative_to(own) for own in _OWN)
+    return any(path.is_relative_to(own) for own in _own_dirs())
 
 
 @contextmanager
