@@ -296,6 +296,7 @@ def run(
         err_console.print("[yellow]interrupted[/yellow]: results stored so far are kept; run the same command again to resume.",
                           soft_wrap=True)
         raise typer.Exit(130)
+    _interrupt_after_the_run(summary.store_path)
     err_console.print(
         f"{summary.cells_total} cells: {summary.cells_done} run, {summary.cells_skipped} already stored, "
         f"{len(summary.cells_failed)} failed · {wall:.1f}s · results in {summary.store_path}", markup=False, soft_wrap=True,
@@ -508,7 +509,46 @@ from .zoo import register_cli as _register_zoo  # noqa: E402
 _register_zoo(app, _fail)
 
 
+_AS_PROGRAM = False  # set by main(): the process is the robench program (not a test calling the app)
+
+
+def _interrupt_after_the_run(store_path: Path) -> None:
+    """From the end of a run to the process exit (printing the leaderboard, the interpreter shutting
+    down), a Ctrl-C says that everything is stored and exits 130 at once: never a silent -2."""
+    if not _AS_PROGRAM:
+        return
+    import os
+    import signal
+
+    def handler(signum, frame):
+        try:
+            sys.stdout.flush()
+        except Exception:
+            pass
+        err_console.print(f"interrupted after the run finished: every result is stored in {store_path}; "
+                          f"robench leaderboard {store_path} prints the leaderboard.", markup=False, highlight=False, soft_wrap=True)
+        os._exit(130)
+
+    try:
+        signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread
+        pass
+
+
+def _ignore_interrupts() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def main() -> None:
+    global _AS_PROGRAM
+    _AS_PROGRAM = True
+    import atexit
+
+    # Registered first, so it runs last: after every other exit handler, only the interpreter's own
+    # teardown is left, which would turn a Ctrl-C into a silent death by signal (-2).
+    atexit.register(_ignore_interrupts)
     app()
 
 
