@@ -3,9 +3,10 @@
 A model is *frozen* once it is ready (``requires_grad`` off on every parameter of every torch
 module it holds; attacks still get gradients with respect to their inputs). Its *fingerprint*
 covers what decides its predictions: every tensor it holds (module state dicts, tensors in its
-attributes), its attributes (values, or the identity of callables and other objects), the
-attributes of each of its torch modules (hooks, ``training``, an instance-level ``forward``), and
-the methods of every class involved. A cell compares the fingerprint after each batch of its
+attributes, the ``state_dict()`` of a model whose weights live outside torch), its attributes
+(values, or the identity of callables and other objects), the attributes of each of its torch
+modules (hooks, ``training``, an instance-level ``forward``), and the methods of every class
+involved. A cell compares the fingerprint after each batch of its
 attack with the one taken before; a difference fails the cell with the components that changed,
 and the run restores the model (rebuilt from its weights, class attributes put back) before the
 next cell.
@@ -125,6 +126,15 @@ def fingerprint(model: Any) -> dict[str, str]:
         else:
             for k, v in vars(obj).items():
                 fp[f"attribute {path}.{k}"] = _value(v)
+            if isinstance(obj, Model) and obj.framework != "torch" and obj.trainable:
+                # weights held outside torch (e.g. a Keras model): through the model's own state_dict()
+                try:
+                    state = obj.state_dict()
+                except Exception:
+                    state = {}
+                for name, t in state.items():
+                    if isinstance(t, torch.Tensor):
+                        fp[f"weights {path}.{name}"] = _tensor_digest(t)
     for cls in _classes(objs):
         for k, v in vars(cls).items():
             fp[f"class {cls.__module__}.{cls.__qualname__}.{k}"] = f"#{id(v)}"

@@ -234,3 +234,36 @@ def test_weights_need_is_recorded_with_the_cell_and_shown_in_the_leaderboard(tmp
     assert db.execute("SELECT MIN(forward) FROM samples").fetchone()[0] >= 1  # its decision queries are counted
     rows = json.loads(robench("leaderboard", tmp_path / "out", "-f", "json").stdout)
     assert rows[0]["needs"] == ["decisions", "weights"]
+
+
+def test_ctrl_c_with_process_isolation_stops_the_run_and_its_child(clean_run, tmp_path, monkeypatch):
+    import os
+    import signal
+    import time
+
+    _env(clean_run, monkeypatch)
+    flag = tmp_path / "batches"
+    suite = tmp_path / "slow.yaml"
+    suite.write_text(SUITE.format(attacks=f"  - {{name: slow, plugin: fault-noise, params: {{sleep: 30, flag: {flag}}}}}"))
+    monkeypatch.setenv("ROBENCH_DATA", str(tmp_path))  # the flag file is a path parameter: inside the data dir
+    data = os.environ.get("ROBENCH_DATA")
+    proc = subprocess.Popen([sys.executable, "-m", "robench.cli", "run", str(suite), "--out", str(tmp_path / "out"), "-q",
+                             "--no-leaderboard", "-p", "reliability_plugins", "--isolate", "process"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (flag.exists() and flag.read_text().strip()):
+        time.sleep(0.2)
+    assert flag.exists(), f"no batch started (data dir {data})"
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C on a terminal does: the whole foreground group
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    gone = time.time() + 15  # the cell's child (and multiprocessing's resource tracker) exit with the run
+    while time.time() < gone:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    left = subprocess.run(["ps", "-o", "pid,stat,cmd", "-g", str(proc.pid)], capture_output=True, text=True).stdout
+    assert len(left.strip().splitlines()) <= 1, left
