@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from .api import Attack, Context, Model, Norm, Params
 from .norms import lp_norm, per_sample
@@ -31,17 +32,40 @@ from .norms import lp_norm, per_sample
 
 class LibraryAttack(Attack):
     """Shared base of the foolbox and ART adapters: minimal, gradient-based unless a subclass says
-    otherwise, with a norm fixed by the class or taken from ``params.norm``."""
+    otherwise, with a norm fixed by the class or taken from ``params.norm``.
+
+    Most adapters are declarations: :attr:`library_class` names the library's attack class (one
+    name, or one per norm) and the ``Params`` fields carry the library's own parameter names, so
+    :meth:`library_kwargs` passes them through unchanged; :attr:`adapter_params` lists the fields
+    the adapter consumes itself instead (the norm, query caps, starting-point options, ...).
+    """
 
     kind = "minimal"
     needs = frozenset({"gradients"})
     #: the norm of attacks that have only one (None: taken from params.norm).
     fixed_norm: ClassVar[Norm | None] = None
+    #: the library's attack class: its name, or its name per norm.
+    library_class: ClassVar[str | dict[Norm, str]] = ""
+    #: parameters the adapter uses itself; every other field goes to the library under its name.
+    adapter_params: ClassVar[frozenset[str]] = frozenset({"norm"})
 
     def __init__(self, params: Params):
         super().__init__(params)
         if self.fixed_norm is not None:
             self.norm = self.fixed_norm
+
+    def library_class_name(self) -> str:
+        """The library class to run for this attack's norm."""
+        c = self.library_class
+        if isinstance(c, dict):
+            return c[self.norm]
+        if not c:
+            raise NotImplementedError(f"{type(self).__name__} names no library_class")
+        return c
+
+    def library_kwargs(self) -> dict[str, Any]:
+        """Every parameter not in :attr:`adapter_params`, under its own name."""
+        return self.params.model_dump(exclude=set(self.adapter_params))
 
 
 #: Channel changes at most this large are float residue, not perturbation (same rule as verify.py).
@@ -211,6 +235,20 @@ class OracleModule(torch.nn.Module):
         else:
             idx = torch.full((len(xq),), self.sample, dtype=torch.long)
         return self.oracle.query(xq, idx)
+
+
+class StartingPointParams(Params):
+    """Options of :func:`starting_points`, for attacks that must start from an adversarial."""
+
+    init_pool: int = Field(100, ge=0, description="evaluation images (ctx.pool) tried as starting points besides the batch")
+    init_noise_tries: int = Field(100, ge=0, description="uniform-noise draws tried for samples without a starting point")
+    init_search_steps: int = Field(10, ge=0, description="bisection steps that move the start towards the input")
+
+
+class DecisionParams(StartingPointParams):
+    """A decision-based attack: starting points, and a cap on model queries per sample (the Oracle's)."""
+
+    max_queries: int | None = Field(None, ge=10, description="cap on model queries per sample, init and the adapter's own checks included (None: no cap)")
 
 
 def starting_points(

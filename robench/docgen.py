@@ -63,7 +63,31 @@ def _nested_models(annotation: Any) -> list[type[BaseModel]]:
     return out
 
 
+def _without_metadata(annotation: Any) -> Any:
+    """``annotation`` with every ``Annotated[T, ...]`` inside it replaced by ``T``: validators are
+    not part of the type a reader writes (and their reprs hold memory addresses)."""
+    import types
+
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _without_metadata(typing.get_args(annotation)[0])
+    args = typing.get_args(annotation)
+    if not args or typing.get_origin(annotation) is typing.Literal:
+        return annotation
+    new = tuple(_without_metadata(a) for a in args)
+    if new == args:
+        return annotation
+    if isinstance(annotation, types.UnionType):
+        out = new[0]
+        for a in new[1:]:
+            out = out | a
+        return out
+    if isinstance(annotation, types.GenericAlias):
+        return types.GenericAlias(typing.get_origin(annotation), new)
+    return annotation.copy_with(new)
+
+
 def _type_name(annotation: Any) -> str:
+    annotation = _without_metadata(annotation)
     text = str(annotation) if not isinstance(annotation, type) else annotation.__name__
     text = re.sub(r"<class '([^']+)'>", r"\1", text)
     text = re.sub(r"\b(?:[a-z_][a-z0-9_]*\.)+(?=[A-Za-z_])", "", text)  # module paths: robench.suite.DatasetRef -> DatasetRef

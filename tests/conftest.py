@@ -48,3 +48,16 @@ def registry():
     from robench.plugins import load_registry
 
     return load_registry()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny networks: intra-op threads only add synchronisation
+    there (10-100x slower on a busy 2-core machine). A module opts in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

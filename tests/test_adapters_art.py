@@ -13,7 +13,9 @@ from robench.errors import UserInputError
 from robench.testing import LinearModel
 from robench_plugins import attacks_art as artp
 from robench.norms import lp_norm
-from test_adapters_support import CountingRows, binary_linear, check_result, correct_batch, sign_vote_model, tiny_mlp
+from test_adapters_support import (
+    CountingRows, binary_linear, check_minimal_adapter, check_result, correct_batch, sign_vote_model, tiny_mlp,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -29,13 +31,7 @@ MINIMAL = [
 
 @pytest.mark.parametrize("cls,params,norm,min_success", MINIMAL, ids=lambda v: getattr(v, "__name__", None))
 def test_minimal_adapter_runs_and_passes_verification(cls, params, norm, min_success):
-    model = tiny_mlp()
-    x, y = correct_batch(6)
-    attack = cls(cls.Params(**params))
-    assert attack.norm == Norm(norm)
-    adv = attack.run(model, x, y, eps=None, ctx=Context(seed=0))
-    assert adv.shape == x.shape and adv.dtype == torch.float32
-    check_result(model, x, y, adv, norm, min_success=min_success)
+    check_minimal_adapter(cls, params, norm, min_success)
 
 
 BOUNDED = [

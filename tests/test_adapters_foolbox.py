@@ -10,12 +10,13 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from robench.api import Context, Norm
+from robench.api import Context
 from robench.testing import LinearModel, minimal_perturbation
 from robench_plugins import attacks_foolbox as fbp
 from test_adapters_support import (
     CountingRows,
     binary_linear,
+    check_minimal_adapter,
     check_result,
     correct_batch,
     sign_vote_model,
@@ -44,13 +45,7 @@ CASES = [
 
 @pytest.mark.parametrize("cls,params,norm,min_success", CASES, ids=lambda v: getattr(v, "__name__", None))
 def test_adapter_runs_and_passes_verification(cls, params, norm, min_success):
-    model = tiny_mlp()
-    x, y = correct_batch(6)
-    attack = cls(cls.Params(**params))
-    assert attack.norm == Norm(norm)
-    adv = attack.run(model, x, y, eps=None, ctx=Context(seed=0))
-    assert adv.shape == x.shape and adv.dtype == torch.float32
-    check_result(model, x, y, adv, norm, min_success=min_success)
+    check_minimal_adapter(cls, params, norm, min_success)
 
 
 def test_every_foolbox_plugin_is_registered_with_valid_defaults():

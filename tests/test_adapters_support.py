@@ -128,6 +128,17 @@ class CountingRows(robench.Model):
         return self.inner.scores(x)
 
 
+def check_minimal_adapter(cls, params: dict, norm: str, min_success: int) -> None:
+    """A minimal adapter with ``params`` on six correct digits: canonical output, verified successes."""
+    model = tiny_mlp()
+    x, y = correct_batch(6)
+    attack = cls(cls.Params(**params))
+    assert attack.norm == Norm(norm)
+    adv = attack.run(model, x, y, eps=None, ctx=Context(seed=0))
+    assert adv.shape == x.shape and adv.dtype == torch.float32
+    check_result(model, x, y, adv, norm, min_success=min_success)
+
+
 def check_result(model, x, y, adv, norm, eps=None, min_success=1):
     """The harness's own verification: nothing rejected, and at least ``min_success`` adversarials."""
     v = verify(model, x, y, adv, model.predict(x), Norm(norm), eps)

@@ -12,13 +12,7 @@ from robench.plugins import get_registry
 from robench_plugins.blackbox.substitute import _TRAINED, Substitute, _balanced_indices
 from robench_plugins.datasets.digits import Digits
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny networks: on a busy 2-core machine torch's 2-thread pool makes each step ~100x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 INFO = robench.DatasetInfo("digits", (1, 8, 8), tuple(str(i) for i in range(10)))

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import store_snapshot
+
 REPO = Path(__file__).resolve().parents[1]
 
 SUITE = """\
@@ -86,13 +88,8 @@ def test_crashing_plugins_fail_only_their_cells(isolated_env):
 
 
 def snapshot(db_path: Path):
-    db = sqlite3.connect(db_path)
-    rows = db.execute(
-        "SELECT c.model, c.attack, c.eps, s.idx, s.success, s.rejected, s.l0, s.l1, s.l2, s.linf, s.forward, s.backward "
-        "FROM samples s JOIN cells c ON s.cell=c.key ORDER BY 1, 2, 3, 4"
-    ).fetchall()
-    dup = db.execute("SELECT COUNT(*) FROM (SELECT cell, idx FROM samples GROUP BY cell, idx HAVING COUNT(*) > 1)").fetchone()[0]
-    return rows, dup
+    return store_snapshot.snapshot(
+        db_path, "c.model, c.attack, c.eps, s.idx, s.success, s.rejected, s.l0, s.l1, s.l2, s.linf, s.forward, s.backward", "1, 2, 3, 4")
 
 
 def test_sigkill_mid_run_then_rerun_equals_uninterrupted(isolated_env):

@@ -36,34 +36,27 @@ def test_good_suite_validates(registry):
     assert resolved.attack_params["a"].steps == 5
 
 
-def test_unknown_plugin_lists_available(registry):
-    msg = problems(GOOD.replace("plugin: pgd", "plugin: pgdd"), registry)
-    assert "attacks[0].plugin" in msg and "unknown attack plugin 'pgdd'" in msg and "fgsm" in msg and "(line 6)" in msg
+# One edit of GOOD each, and what the message must say: the location, the bad value, what is allowed.
+EDITS = {
+    "unknown plugin lists the available ones": (
+        "plugin: pgd", "plugin: pgdd", ["attacks[0].plugin", "unknown attack plugin 'pgdd'", "fgsm", "(line 6)"]),
+    "wrong type names location and value": (
+        "steps: 5", "steps: many", ["attacks[0].params.steps (line 6)", '"many"', "integer"]),
+    "negative eps": ("[0.1]", "[-0.1]", ["epsilons", "must be >= 0"]),
+    "missing field": (
+        "  - {name: m, plugin: mlp, params: {hidden: 8, epochs: 1}}\n", "  - {name: m, params: {}}\n",
+        ["models[0].plugin", "required field is missing"]),
+    "unknown param lists the accepted ones": ("steps: 5", "stepz: 5", ["attacks[0].params.stepz", "unknown field", "steps"]),
+    "bounded attack without epsilons": ("epsilons: {Linf: [0.1]}", "epsilons: {L2: [0.5]}", ["attacks[0]", "no Linf list"]),
+}
 
 
-def test_wrong_type_names_location_and_value(registry):
-    msg = problems(GOOD.replace("steps: 5", "steps: many"), registry)
-    assert "attacks[0].params.steps (line 6)" in msg and '"many"' in msg and "integer" in msg
-
-
-def test_negative_eps(registry):
-    msg = problems(GOOD.replace("[0.1]", "[-0.1]"), registry)
-    assert "epsilons" in msg and "must be >= 0" in msg
-
-
-def test_missing_field(registry):
-    msg = problems(GOOD.replace("  - {name: m, plugin: mlp, params: {hidden: 8, epochs: 1}}\n", "  - {name: m, params: {}}\n"), registry)
-    assert "models[0].plugin" in msg and "required field is missing" in msg
-
-
-def test_unknown_param_lists_accepted(registry):
-    msg = problems(GOOD.replace("steps: 5", "stepz: 5"), registry)
-    assert "attacks[0].params.stepz" in msg and "unknown field" in msg and "steps" in msg
-
-
-def test_bounded_attack_without_epsilons(registry):
-    msg = problems(GOOD.replace("epsilons: {Linf: [0.1]}", "epsilons: {L2: [0.5]}"), registry)
-    assert "attacks[0]" in msg and "no Linf list" in msg
+@pytest.mark.parametrize("old, new, expected", EDITS.values(), ids=EDITS.keys())
+def test_each_problem_is_named_with_its_location(registry, old, new, expected):
+    assert old in GOOD
+    msg = problems(GOOD.replace(old, new), registry)
+    for text in expected:
+        assert text in msg, f"{text!r} not in {msg!r}"
 
 
 def test_duplicate_names_and_bad_refs(registry):

@@ -14,17 +14,9 @@ from robench.testing import LinearModel
 from robench.verify import verify
 from robench_plugins.attacks_native import JSMA, Pixel
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.usefixtures("one_thread")]
 
 NATIVE = [(JSMA, {}), (Pixel, {})]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _one_pixel_model(bias: float) -> LinearModel:

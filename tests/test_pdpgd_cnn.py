@@ -18,14 +18,7 @@ from robench.verify import verify
 from robench_plugins.attacks_native import PDGD, PDPGD
 from robench_plugins.attacks_native.pdpgd import PDConfig, pd_attack
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: intra-op threads only add synchronisation (10x slower on a busy 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 class _Net(robench.TorchModel):

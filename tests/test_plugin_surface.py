@@ -120,17 +120,8 @@ def test_there_is_something_to_check():
     assert any(EXAMPLES in p.parents for p, _ in files)
 
 
-#: Known, being removed: the wrapper plugins still look inner plugins up in the global registry
-#: (issue 17 replaces that with construction through the Context). Each entry is (file, module).
-PENDING = {("plugins/blackbox/transfer.py", "robench.plugins"), ("plugins/datasets/extra.py", "robench.plugins")}
-
-
-def _pending(violation: str) -> bool:
-    return any(violation.startswith(f"{f}:") and f"internal module {m} " in violation for f, m in PENDING)
-
-
 def test_built_in_plugins_and_the_example_import_only_public_robench_names():
-    found = [v for path, pkg in _plugin_files() for v in violations(path, pkg) if not _pending(v)]
+    found = [v for path, pkg in _plugin_files() for v in violations(path, pkg)]
     assert not found, "non-public imports:\n" + "\n".join(found)
 
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import store_snapshot
 
 ray = pytest.importorskip("ray")
 
@@ -41,13 +42,11 @@ epsilons: {Linf: [0.1], L2: [0.5, 1.0]}
 
 
 def snapshot(db_path: Path):
+    rows, dup = store_snapshot.snapshot(
+        db_path, "c.key, c.model, c.attack, c.eps, c.status, s.idx, s.success, s.rejected, s.reject_reason, s.l0, s.l1, s.l2, "
+        "s.linf, s.forward, s.backward", "1, 6")
     db = sqlite3.connect(db_path)
-    rows = db.execute(
-        "SELECT c.key, c.model, c.attack, c.eps, c.status, s.idx, s.success, s.rejected, s.reject_reason, s.l0, s.l1, s.l2, s.linf, "
-        "s.forward, s.backward FROM samples s JOIN cells c ON s.cell=c.key ORDER BY 1, 6"
-    ).fetchall()
     clean = db.execute("SELECT model, model_key, idx, pred FROM clean ORDER BY 1, 3").fetchall()
-    dup = db.execute("SELECT COUNT(*) FROM (SELECT cell, idx FROM samples GROUP BY cell, idx HAVING COUNT(*) > 1)").fetchone()[0]
     db.close()
     return rows, clean, dup
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import store_snapshot
 
 REPO = Path(__file__).resolve().parents[1]
 ROBENCH = [sys.executable, "-m", "robench.cli"]
@@ -52,15 +53,9 @@ def robench(*args, env=None, check: int | None = 0, **kw) -> subprocess.Complete
 
 def snapshot(db_path: Path):
     """Every stored result except timings, in a canonical order; and the number of duplicate rows."""
-    db = sqlite3.connect(db_path)
-    rows = db.execute(
-        "SELECT c.key, c.model, c.attack, c.eps, s.idx, s.success, s.rejected, s.reject_reason, s.l0, s.l1, s.l2, s.linf, "
-        "s.forward, s.backward FROM samples s JOIN cells c ON s.cell=c.key ORDER BY 1, 5"
-    ).fetchall()
-    dup = db.execute("SELECT COUNT(*) FROM (SELECT cell, idx FROM samples GROUP BY cell, idx HAVING COUNT(*) > 1)").fetchone()[0]
-    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    db.close()
-    return rows, dup
+    return store_snapshot.snapshot(
+        db_path, "c.key, c.model, c.attack, c.eps, s.idx, s.success, s.rejected, s.reject_reason, s.l0, s.l1, s.l2, s.linf, "
+        "s.forward, s.backward", "1, 5")
 
 
 def count_samples(db_path: Path) -> int:

@@ -100,14 +100,20 @@ def test_merged_shards_equal_the_full_run_and_keep_provenance(stores, tmp_path):
     assert res.exit_code == 0 and json.loads(res.stdout)
 
 
-def test_conflicting_duplicate_aborts_the_merge(stores, tmp_path):
-    tmp, _ = stores
-    tampered = tmp_path / "tampered.sqlite"
-    shutil.copy(tmp / "shard1" / "results.sqlite", tampered)
-    db = sqlite3.connect(tampered)
-    db.execute("UPDATE samples SET success = 1 - success, l2 = 0.123 WHERE idx = 7")
+def tampered_copy(src: Path, dest: Path, sql: str) -> Path:
+    """A copy of the store ``src`` at ``dest`` with one SQL change applied (a shard that disagrees)."""
+    shutil.copy(src, dest)
+    db = sqlite3.connect(dest)
+    db.execute(sql)
     db.commit()
     db.close()
+    return dest
+
+
+def test_conflicting_duplicate_aborts_the_merge(stores, tmp_path):
+    tmp, _ = stores
+    tampered = tampered_copy(tmp / "shard1" / "results.sqlite", tmp_path / "tampered.sqlite",
+                             "UPDATE samples SET success = 1 - success, l2 = 0.123 WHERE idx = 7")
     into = tmp_path / "merged.sqlite"
     res = cli("merge", tmp / "full" / "results.sqlite", tampered, "--into", into)
     assert res.exit_code == 1
@@ -138,11 +144,7 @@ def test_merge_refuses_bad_sources(stores, tmp_path):
 def test_models_that_differ_between_stores_conflict(stores, tmp_path):
     """A shard whose model was trained differently (another model key) must not be mixed in."""
     tmp, _ = stores
-    other = tmp_path / "other.sqlite"
-    shutil.copy(tmp / "shard1" / "results.sqlite", other)
-    db = sqlite3.connect(other)
-    db.execute("UPDATE clean SET pred = (pred + 1) % 10 WHERE idx = 3")
-    db.commit()
-    db.close()
+    other = tampered_copy(tmp / "shard1" / "results.sqlite", tmp_path / "other.sqlite",
+                          "UPDATE clean SET pred = (pred + 1) % 10 WHERE idx = 3")
     res = cli("merge", tmp / "full" / "results.sqlite", other, "--into", tmp_path / "m.sqlite")
     assert res.exit_code == 1 and "clean prediction differs" in " ".join(res.output.split())

@@ -33,21 +33,11 @@ import torch
 from pydantic import Field
 
 import robench
-from robench.norms import per_sample
 from robench import Norm, ScoresModule
+from robench.adapters import (DecisionParams, LibraryAttack, Oracle, OracleModule, QueryBudgetExhausted, keep_adversarial,
+                              merge_best, oracle_budget, run_on_correct, seeded, starting_points)
 from robench.errors import UserInputError
-from robench.adapters import (
-    LibraryAttack,
-    Oracle,
-    OracleModule,
-    QueryBudgetExhausted,
-    keep_adversarial,
-    merge_best,
-    oracle_budget,
-    run_on_correct,
-    seeded,
-    starting_points,
-)
+from robench.norms import per_sample
 
 _ART_NORM = {Norm.L0: 0, Norm.L1: 1, Norm.L2: 2, Norm.Linf: np.inf}
 
@@ -114,8 +104,23 @@ class ARTAttack(LibraryAttack):
     def classifier(self, model, x, k, ctx):
         return art_classifier(ScoresModule(model), x, k, ctx.device)
 
+    def art_kwargs(self, eps: float | None) -> dict:
+        """Keyword arguments of the ART attack besides the classifier: the parameters (ART's names),
+        ``norm`` as ART writes it, and ``eps`` for bounded attacks."""
+        kw = self.library_kwargs()
+        if "norm" in type(self.params).model_fields:
+            kw["norm"] = _ART_NORM[self.norm]
+        if self.kind == "bounded":
+            kw["eps"] = eps
+        return kw
+
     def attack_subset(self, model, x, y, k, eps, ctx) -> np.ndarray | torch.Tensor:
-        raise NotImplementedError
+        """One run of ``art.attacks.evasion.<library_class>`` over the subset (untargeted)."""
+        import art.attacks.evasion
+
+        cls = getattr(art.attacks.evasion, self.library_class_name())
+        attack = cls(self.classifier(model, x, k, ctx), **self.art_kwargs(eps), verbose=False)
+        return attack.generate(to_numpy(x), one_hot(y, k))
 
 
 # -- Carlini & Wagner (three ART algorithms) ---------------------------------------------------
@@ -137,17 +142,7 @@ class ARTCWL2(ARTAttack):
 
     Params = CWL2Params
     fixed_norm = Norm.L2
-
-    def attack_subset(self, model, x, y, k, eps, ctx):
-        from art.attacks.evasion import CarliniL2Method
-
-        p = self.params
-        a = CarliniL2Method(
-            self.classifier(model, x, k, ctx), confidence=p.confidence, learning_rate=p.learning_rate,
-            binary_search_steps=p.binary_search_steps, max_iter=p.max_iter, initial_const=p.initial_const,
-            max_halving=p.max_halving, max_doubling=p.max_doubling, batch_size=p.batch_size, verbose=False,
-        )
-        return a.generate(to_numpy(x), one_hot(y, k))
+    library_class = "CarliniL2Method"
 
 
 class CWLinfParams(robench.Params):
@@ -169,29 +164,13 @@ class ARTCWLinf(ARTAttack):
 
     Params = CWLinfParams
     fixed_norm = Norm.Linf
-
-    def attack_subset(self, model, x, y, k, eps, ctx):
-        from art.attacks.evasion import CarliniLInfMethod
-
-        p = self.params
-        a = CarliniLInfMethod(
-            self.classifier(model, x, k, ctx), confidence=p.confidence, learning_rate=p.learning_rate,
-            max_iter=p.max_iter, decrease_factor=p.decrease_factor, initial_const=p.initial_const,
-            largest_const=p.largest_const, const_factor=p.const_factor, batch_size=p.batch_size, verbose=False,
-        )
-        return a.generate(to_numpy(x), one_hot(y, k))
+    library_class = "CarliniLInfMethod"
 
 
-class CWL0Params(robench.Params):
-    confidence: float = Field(0.0, ge=0, description="required logit margin of the adversarial")
-    learning_rate: float = Field(0.01, gt=0, description="Adam learning rate")
-    binary_search_steps: int = Field(10, ge=1, description="binary search steps over the constant c")
-    max_iter: int = Field(10, ge=1, description="optimisation steps per constant")
-    initial_const: float = Field(0.01, gt=0, description="initial trade-off constant c")
+class CWL0Params(CWL2Params):
+    """C&W L2's parameters, plus how each L0 round starts."""
+
     warm_start: bool = Field(True, description="start each L0 round from the previous adversarial")
-    max_halving: int = Field(5, ge=1, description="line-search halvings of the learning rate")
-    max_doubling: int = Field(5, ge=1, description="line-search doublings of the learning rate")
-    batch_size: int = Field(128, ge=1, description="samples optimised together (ART's default is 1)")
 
 
 class ARTCWL0(ARTAttack):
@@ -199,33 +178,18 @@ class ARTCWL0(ARTAttack):
 
     Params = CWL0Params
     fixed_norm = Norm.L0
-
-    def attack_subset(self, model, x, y, k, eps, ctx):
-        from art.attacks.evasion import CarliniL0Method
-
-        p = self.params
-        a = CarliniL0Method(
-            self.classifier(model, x, k, ctx), confidence=p.confidence, learning_rate=p.learning_rate,
-            binary_search_steps=p.binary_search_steps, max_iter=p.max_iter, initial_const=p.initial_const,
-            warm_start=p.warm_start, max_halving=p.max_halving, max_doubling=p.max_doubling,
-            batch_size=p.batch_size, verbose=False,
-        )
-        return a.generate(to_numpy(x), one_hot(y, k))
+    library_class = "CarliniL0Method"
 
 
 # -- HopSkipJump ------------------------------------------------------------------------------
 
 
-class HSJParams(robench.Params):
+class HSJParams(DecisionParams):
     norm: Literal["L2", "Linf"] = Field("L2", description="threat model")
     max_iter: int = Field(50, ge=1, description="iterations")
     max_eval: int = Field(10000, ge=1, description="cap on queries of one gradient estimate")
     init_eval: int = Field(100, ge=1, description="queries of the first gradient estimate")
     batch_size: int = Field(64, ge=1, description="rows per model call")
-    max_queries: int | None = Field(None, ge=10, description="cap on model queries per sample, init and the adapter's own checks included (None: no cap)")
-    init_pool: int = Field(100, ge=0, description="evaluation images (ctx.pool) tried as starting points besides the batch")
-    init_noise_tries: int = Field(100, ge=0, description="uniform-noise draws tried for samples without a starting point")
-    init_search_steps: int = Field(10, ge=0, description="bisection steps that move the start towards the input")
 
 
 class ARTHSJ(ARTAttack):
@@ -316,12 +280,11 @@ class ARTPixel(ARTAttack):
     fixed_norm = Norm.L0
     randomized = True
 
-    def attack_subset(self, model, x, y, k, eps, ctx):
-        from art.attacks.evasion import PixelAttack
+    library_class = "PixelAttack"
+    adapter_params = frozenset({"pixels"})
 
-        p = self.params
-        a = PixelAttack(self.classifier(model, x, k, ctx), th=p.pixels, es=1, max_iter=p.max_iter, targeted=False, verbose=False)
-        return a.generate(to_numpy(x), one_hot(y, k))
+    def art_kwargs(self, eps):
+        return {**super().art_kwargs(eps), "th": self.params.pixels, "es": 1, "targeted": False}
 
 
 # -- bounded attacks: APGD, Square, PGD ---------------------------------------------------------
@@ -342,6 +305,8 @@ class ARTAPGD(ARTAttack):
     Params = APGDParams
     kind = "bounded"
     randomized = True
+    library_class = "AutoProjectedGradientDescent"
+    adapter_params = frozenset({"norm", "loss", "rel_step_size"})
 
     def check_classes(self, k: int) -> None:
         if self.params.loss == "dlr" and k < 3:
@@ -351,16 +316,10 @@ class ARTAPGD(ARTAttack):
                 "Use loss='ce' for binary models."
             )
 
-    def attack_subset(self, model, x, y, k, eps, ctx):
-        from art.attacks.evasion import AutoProjectedGradientDescent
-
+    def art_kwargs(self, eps):
         p = self.params
-        a = AutoProjectedGradientDescent(
-            self.classifier(model, x, k, ctx), norm=_ART_NORM[self.norm], eps=eps, eps_step=p.rel_step_size * eps,
-            max_iter=p.max_iter, targeted=False, nb_random_init=p.nb_random_init, batch_size=p.batch_size,
-            loss_type="cross_entropy" if p.loss == "ce" else "difference_logits_ratio", verbose=False,
-        )
-        return a.generate(to_numpy(x), one_hot(y, k))
+        return {**super().art_kwargs(eps), "eps_step": p.rel_step_size * eps, "targeted": False,
+                "loss_type": "cross_entropy" if p.loss == "ce" else "difference_logits_ratio"}
 
 
 class SquareParams(robench.Params):
@@ -379,15 +338,7 @@ class ARTSquare(ARTAttack):
     needs = frozenset({"scores"})
     randomized = True
 
-    def attack_subset(self, model, x, y, k, eps, ctx):
-        from art.attacks.evasion import SquareAttack
-
-        p = self.params
-        a = SquareAttack(
-            self.classifier(model, x, k, ctx), norm=_ART_NORM[self.norm], max_iter=p.max_iter, eps=eps,
-            p_init=p.p_init, nb_restarts=p.nb_restarts, batch_size=p.batch_size, verbose=False,
-        )
-        return a.generate(to_numpy(x), one_hot(y, k))
+    library_class = "SquareAttack"
 
 
 class PGDParams(robench.Params):
@@ -404,13 +355,8 @@ class ARTPGD(ARTAttack):
     Params = PGDParams
     kind = "bounded"
     randomized = True
+    library_class = "ProjectedGradientDescent"
+    adapter_params = frozenset({"norm", "rel_step_size"})
 
-    def attack_subset(self, model, x, y, k, eps, ctx):
-        from art.attacks.evasion import ProjectedGradientDescent
-
-        p = self.params
-        a = ProjectedGradientDescent(
-            self.classifier(model, x, k, ctx), norm=_ART_NORM[self.norm], eps=eps, eps_step=p.rel_step_size * eps,
-            max_iter=p.max_iter, targeted=False, num_random_init=p.num_random_init, batch_size=p.batch_size, verbose=False,
-        )
-        return a.generate(to_numpy(x), one_hot(y, k))
+    def art_kwargs(self, eps):
+        return {**super().art_kwargs(eps), "eps_step": self.params.rel_step_size * eps, "targeted": False}

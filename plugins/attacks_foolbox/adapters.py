@@ -31,21 +31,10 @@ import torch
 from pydantic import Field
 
 import robench
-from robench.norms import per_sample
 from robench import Norm, ScoresModule
-
-from robench.adapters import (
-    LibraryAttack,
-    Oracle,
-    OracleModule,
-    QueryBudgetExhausted,
-    keep_adversarial,
-    merge_best,
-    oracle_budget,
-    run_on_correct,
-    seeded,
-    starting_points,
-)
+from robench.adapters import (DecisionParams, LibraryAttack, Oracle, OracleModule, QueryBudgetExhausted, StartingPointParams,
+                              keep_adversarial, merge_best, oracle_budget, run_on_correct, seeded, starting_points)
+from robench.norms import per_sample
 
 
 def _fmodel(fb, module: torch.nn.Module, device: torch.device):
@@ -53,10 +42,11 @@ def _fmodel(fb, module: torch.nn.Module, device: torch.device):
 
 
 class FoolboxAttack(LibraryAttack):
-    """Base of the foolbox adapters: subclasses build the foolbox attack in :meth:`make`."""
+    """Base of the foolbox adapters: :meth:`make` builds ``fb.attacks.<library_class>`` from the
+    parameters (foolbox's names)."""
 
     def make(self, fb) -> Any:
-        raise NotImplementedError
+        return getattr(fb.attacks, self.library_class_name())(**self.library_kwargs())
 
     def run(self, model, x, y, *, eps, ctx, source=None):
         import foolbox as fb
@@ -68,9 +58,13 @@ class FoolboxAttack(LibraryAttack):
 
         return run_on_correct(model, x, y, attack)
 
+    #: the library returns an all-zero image where it found nothing (C&W, EAD): make it NaN.
+    zero_image_is_failure: ClassVar[bool] = False
+
     def attack_subset(self, fb, model, x, y, ctx) -> torch.Tensor:
         fmodel = _fmodel(fb, ScoresModule(model), ctx.device)
-        return self.make(fb).run(fmodel, x, fb.criteria.Misclassification(y))
+        raw = self.make(fb).run(fmodel, x, fb.criteria.Misclassification(y))
+        return _zero_image_failures(raw, x) if self.zero_image_is_failure else raw
 
 
 def _zero_image_failures(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -86,13 +80,18 @@ def _zero_image_failures(raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 # -- C&W L2 -----------------------------------------------------------------------------------
 
 
-class CWL2Params(robench.Params):
+class CWCommonParams(robench.Params):
+    """What C&W L2 and EAD share: the search over the trade-off constant and the stopping rule."""
+
     binary_search_steps: int = Field(9, ge=1, description="binary search steps over the trade-off constant c")
-    steps: int = Field(10000, ge=1, description="optimisation steps per constant")
-    stepsize: float = Field(1e-2, gt=0, description="Adam step size")
     confidence: float = Field(0.0, ge=0, description="required logit margin of the adversarial")
     initial_const: float = Field(1e-3, gt=0, description="initial trade-off constant c")
     abort_early: bool = Field(True, description="stop a constant's optimisation when the loss stalls")
+
+
+class CWL2Params(CWCommonParams):
+    steps: int = Field(10000, ge=1, description="optimisation steps per constant")
+    stepsize: float = Field(1e-2, gt=0, description="Adam step size")
 
 
 class FoolboxCWL2(FoolboxAttack):
@@ -100,30 +99,18 @@ class FoolboxCWL2(FoolboxAttack):
 
     Params = CWL2Params
     fixed_norm = Norm.L2
-
-    def make(self, fb):
-        p = self.params
-        return fb.attacks.L2CarliniWagnerAttack(
-            binary_search_steps=p.binary_search_steps, steps=p.steps, stepsize=p.stepsize,
-            confidence=p.confidence, initial_const=p.initial_const, abort_early=p.abort_early,
-        )
-
-    def attack_subset(self, fb, model, x, y, ctx):
-        return _zero_image_failures(super().attack_subset(fb, model, x, y, ctx), x)
+    library_class = "L2CarliniWagnerAttack"
+    zero_image_is_failure = True
 
 
 # -- EAD --------------------------------------------------------------------------------------
 
 
-class EADParams(robench.Params):
-    binary_search_steps: int = Field(9, ge=1, description="binary search steps over the trade-off constant c")
+class EADParams(CWCommonParams):
     steps: int = Field(10000, ge=1, description="FISTA steps per constant")
     initial_stepsize: float = Field(1e-2, gt=0, description="initial FISTA step size (decays polynomially)")
-    confidence: float = Field(0.0, ge=0, description="required logit margin of the adversarial")
-    initial_const: float = Field(1e-3, gt=0, description="initial trade-off constant c")
     regularization: float = Field(1e-2, ge=0, description="L1 weight beta of the elastic-net penalty")
     decision_rule: Literal["EN", "L1"] = Field("EN", description="keep the best adversarial by elastic-net or by L1 distance")
-    abort_early: bool = Field(True, description="stop a constant's optimisation when the loss stalls")
 
 
 class FoolboxEAD(FoolboxAttack):
@@ -131,17 +118,8 @@ class FoolboxEAD(FoolboxAttack):
 
     Params = EADParams
     fixed_norm = Norm.L1
-
-    def make(self, fb):
-        p = self.params
-        return fb.attacks.EADAttack(
-            binary_search_steps=p.binary_search_steps, steps=p.steps, initial_stepsize=p.initial_stepsize,
-            confidence=p.confidence, initial_const=p.initial_const, regularization=p.regularization,
-            decision_rule=p.decision_rule, abort_early=p.abort_early,
-        )
-
-    def attack_subset(self, fb, model, x, y, ctx):
-        return _zero_image_failures(super().attack_subset(fb, model, x, y, ctx), x)
+    library_class = "EADAttack"
+    zero_image_is_failure = True
 
 
 # -- DDN --------------------------------------------------------------------------------------
@@ -158,10 +136,7 @@ class FoolboxDDN(FoolboxAttack):
 
     Params = DDNParams
     fixed_norm = Norm.L2
-
-    def make(self, fb):
-        p = self.params
-        return fb.attacks.DDNAttack(init_epsilon=p.init_epsilon, steps=p.steps, gamma=p.gamma)
+    library_class = "DDNAttack"
 
 
 # -- DeepFool ---------------------------------------------------------------------------------
@@ -179,11 +154,7 @@ class FoolboxDeepFool(FoolboxAttack):
     """DeepFool, L2 or Linf (foolbox L2DeepFoolAttack / LinfDeepFoolAttack)."""
 
     Params = DeepFoolParams
-
-    def make(self, fb):
-        p = self.params
-        cls = fb.attacks.L2DeepFoolAttack if self.norm == Norm.L2 else fb.attacks.LinfDeepFoolAttack
-        return cls(steps=p.steps, candidates=p.candidates, overshoot=p.overshoot, loss=p.loss)
+    library_class = {Norm.L2: "L2DeepFoolAttack", Norm.Linf: "LinfDeepFoolAttack"}
 
 
 # -- FMN --------------------------------------------------------------------------------------
@@ -202,30 +173,10 @@ class FoolboxFMN(FoolboxAttack):
     """Fast Minimum-Norm attack, L0/L1/L2/Linf (foolbox *FMNAttack); starts from the input, as foolbox does."""
 
     Params = FMNParams
-
-    def make(self, fb):
-        p = self.params
-        cls = {
-            Norm.L0: fb.attacks.L0FMNAttack,
-            Norm.L1: fb.attacks.L1FMNAttack,
-            Norm.L2: fb.attacks.L2FMNAttack,
-            Norm.Linf: fb.attacks.LInfFMNAttack,
-        }[self.norm]
-        return cls(
-            steps=p.steps, max_stepsize=p.max_stepsize, min_stepsize=p.min_stepsize,
-            gamma=p.gamma, binary_search_steps=p.binary_search_steps,
-        )
+    library_class = {Norm.L0: "L0FMNAttack", Norm.L1: "L1FMNAttack", Norm.L2: "L2FMNAttack", Norm.Linf: "LInfFMNAttack"}
 
 
 # -- attacks that need a starting adversarial -------------------------------------------------
-
-
-class InitParams(robench.Params):
-    """Options of the documented starting-point search (support.starting_points)."""
-
-    init_pool: int = Field(100, ge=0, description="evaluation images (ctx.pool) tried as starting points besides the batch")
-    init_noise_tries: int = Field(100, ge=0, description="uniform-noise draws tried for samples without a starting point")
-    init_search_steps: int = Field(10, ge=0, description="bisection steps that move the start towards the input")
 
 
 class StartedFoolboxAttack(FoolboxAttack):
@@ -233,6 +184,7 @@ class StartedFoolboxAttack(FoolboxAttack):
 
     #: query the model through the capped, counting Oracle (decision-based attacks).
     through_oracle: ClassVar[bool] = False
+    adapter_params = frozenset({"norm", *DecisionParams.model_fields})
 
     def attack_subset(self, fb, model, x, y, ctx):
         p = self.params
@@ -265,7 +217,7 @@ class StartedFoolboxAttack(FoolboxAttack):
         return merge_best(x, out, oracle.best.to(x), self.norm)
 
 
-class BBParams(InitParams):
+class BBParams(StartingPointParams):
     norm: Literal["L0", "L1", "L2", "Linf"] = Field("L2", description="threat model (foolbox's L0 counts values, = pixels on grey images)")
     steps: int = Field(1000, ge=1, description="optimisation steps")
     lr: float = Field(1e-3, gt=0, description="trust-region radius (learning rate)")
@@ -280,71 +232,49 @@ class FoolboxBB(StartedFoolboxAttack):
     """Brendel & Bethge, L0/L1/L2/Linf (foolbox *BrendelBethgeAttack), from the documented init."""
 
     Params = BBParams
-
-    def make(self, fb):
-        p = self.params
-        cls = {
-            Norm.L0: fb.attacks.L0BrendelBethgeAttack,
-            Norm.L1: fb.attacks.L1BrendelBethgeAttack,
-            Norm.L2: fb.attacks.L2BrendelBethgeAttack,
-            Norm.Linf: fb.attacks.LinfinityBrendelBethgeAttack,
-        }[self.norm]
-        return cls(
-            overshoot=p.overshoot, steps=p.steps, lr=p.lr, lr_decay=p.lr_decay, lr_num_decay=p.lr_num_decay,
-            momentum=p.momentum, binary_search_steps=p.binary_search_steps,
-        )
+    library_class = {Norm.L0: "L0BrendelBethgeAttack", Norm.L1: "L1BrendelBethgeAttack",
+                     Norm.L2: "L2BrendelBethgeAttack", Norm.Linf: "LinfinityBrendelBethgeAttack"}
 
 
-class HSJParams(InitParams):
+class HSJParams(DecisionParams):
     norm: Literal["L2", "Linf"] = Field("L2", description="threat model")
     steps: int = Field(64, ge=1, description="iterations (gradient estimate, step, boundary search)")
     initial_gradient_eval_steps: int = Field(100, ge=1, description="queries of the first gradient estimate")
     max_gradient_eval_steps: int = Field(10000, ge=1, description="cap on queries of one gradient estimate")
     stepsize_search: Literal["geometric_progression", "grid_search"] = Field("geometric_progression", description="step-size search")
     gamma: float = Field(1.0, gt=0, description="boundary-search threshold factor")
-    max_queries: int | None = Field(None, ge=10, description="cap on model queries per sample, init and the adapter's own checks included (None: no cap)")
 
 
-class FoolboxHSJ(StartedFoolboxAttack):
-    """HopSkipJump, L2 or Linf (foolbox HopSkipJumpAttack): decisions only; queries counted and capped."""
+class DecisionFoolboxAttack(StartedFoolboxAttack):
+    """A decision-based attack: it sees only decisions, through the capped, counting Oracle."""
 
-    Params = HSJParams
     needs = frozenset({"decisions"})
     randomized = True
     through_oracle = True
 
-    def make(self, fb):
-        p = self.params
-        return fb.attacks.HopSkipJumpAttack(
-            steps=p.steps, initial_gradient_eval_steps=p.initial_gradient_eval_steps,
-            max_gradient_eval_steps=p.max_gradient_eval_steps, stepsize_search=p.stepsize_search,
-            gamma=p.gamma, constraint="l2" if self.norm == Norm.L2 else "linf",
-        )
+
+class FoolboxHSJ(DecisionFoolboxAttack):
+    """HopSkipJump, L2 or Linf (foolbox HopSkipJumpAttack): decisions only; queries counted and capped."""
+
+    Params = HSJParams
+    library_class = "HopSkipJumpAttack"
+
+    def library_kwargs(self):
+        return {**super().library_kwargs(), "constraint": "l2" if self.norm == Norm.L2 else "linf"}
 
 
-class BoundaryParams(InitParams):
+class BoundaryParams(DecisionParams):
     steps: int = Field(25000, ge=1, description="iterations")
     spherical_step: float = Field(1e-2, gt=0, description="initial relative size of the orthogonal step")
     source_step: float = Field(1e-2, gt=0, description="initial relative size of the step towards the input")
     source_step_convergance: float = Field(1e-7, gt=0, description="stop a sample when source_step falls below this")
     step_adaptation: float = Field(1.5, gt=1, description="factor by which the step sizes adapt")
     update_stats_every_k: int = Field(10, ge=1, description="iterations between step-size adaptations")
-    max_queries: int | None = Field(None, ge=10, description="cap on model queries per sample, init and the adapter's own checks included (None: no cap)")
 
 
-class FoolboxBoundary(StartedFoolboxAttack):
+class FoolboxBoundary(DecisionFoolboxAttack):
     """Boundary attack (foolbox BoundaryAttack, L2): decisions only; queries counted and capped."""
 
     Params = BoundaryParams
-    needs = frozenset({"decisions"})
-    randomized = True
-    through_oracle = True
     fixed_norm = Norm.L2
-
-    def make(self, fb):
-        p = self.params
-        return fb.attacks.BoundaryAttack(
-            steps=p.steps, spherical_step=p.spherical_step, source_step=p.source_step,
-            source_step_convergance=p.source_step_convergance, step_adaptation=p.step_adaptation,
-            update_stats_every_k=p.update_stats_every_k,
-        )
+    library_class = "BoundaryAttack"

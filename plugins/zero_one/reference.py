@@ -95,13 +95,7 @@ def train_linear_vote(x: np.ndarray, ypos: np.ndarray, cfg: SCDConfig, seed: int
         xb, yb = x[b], ypos[b]
         e_lo, e_hi = _label_costs(yb, *class_weights(it < n_bal, m_neg, m_pos))
         base, _ = best_cut_1d(xb @ w, e_lo, e_hi)
-        cands = []
-        for j, s in zip(js, ss):
-            w2 = w.copy()
-            w2[j] += s
-            w2 /= np.linalg.norm(w2)
-            cands.append((*best_cut_1d(xb @ w2, e_lo, e_hi), w2))
-        loss, t2, w2 = min(cands, key=lambda c: c[0])  # min keeps the first of equal losses
+        loss, t2, w2 = _best_move(w, js, ss, lambda v: xb @ v, e_lo, e_hi)
         if loss < base:
             w, t = w2, t2
             err = _full_error(x @ w > t, ypos, it < n_bal)
@@ -110,6 +104,18 @@ def train_linear_vote(x: np.ndarray, ypos: np.ndarray, cfg: SCDConfig, seed: int
         if trace is not None:
             trace.append(loss < base)
     return best[0], best[1], _full_error(x @ best[0] > best[1], ypos, False)
+
+
+def _best_move(v: np.ndarray, js, ss, project, e_lo, e_hi):
+    """Each candidate move ``v[j] += s`` (renormalised), scored by the best 1-D cut of
+    ``project(v2)``: the best (loss, threshold, v2); the first of equal losses wins."""
+    cands = []
+    for j, s in zip(js, ss):
+        v2 = v.copy()
+        v2[j] += s
+        v2 /= np.linalg.norm(v2)
+        cands.append((*best_cut_1d(project(v2), e_lo, e_hi), v2))
+    return min(cands, key=lambda c: c[0])
 
 
 def _sign(p, t):
@@ -148,13 +154,7 @@ def train_mlp_vote(x: np.ndarray, ypos: np.ndarray, cfg: SCDConfig, seed: int, s
         hid = _sign(xb @ W.T, th)
         e_lo, e_hi = _label_costs(yb, w_neg, w_pos)
         base, _ = best_cut_1d(hid @ a, e_lo, e_hi)
-        cands = []
-        for j, s in zip(jo, so):
-            a2 = a.copy()
-            a2[j] += s
-            a2 /= np.linalg.norm(a2)
-            cands.append((*best_cut_1d(hid @ a2, e_lo, e_hi), a2))
-        loss, t2, a2 = min(cands, key=lambda c: c[0])
+        loss, t2, a2 = _best_move(a, jo, so, lambda v: hid @ v, e_lo, e_hi)
         if loss < base:
             a, to, changed = a2, t2, True
         # hidden unit u: its threshold is searched, the network's loss scored
