@@ -34,10 +34,30 @@ class ModelChanged(RobenchError):
     """An attack changed the state or the code of a model it was handed."""
 
 
+_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def device_digest(t: torch.Tensor) -> str:
+    """A checksum computed where the tensor lives (no copy of the weights to the host): the sum of
+    its raw bits and their sum weighted by distinct odd position factors, in wrapping int64. Any
+    single changed element changes the second sum; used for tensors on an accelerator, where
+    copying every weight to the host after every batch would cost more than the batch."""
+    flat = t.detach().reshape(-1)
+    head = f"{t.dtype}{tuple(t.shape)}"
+    if flat.numel() == 0:
+        return head
+    if flat.dtype.is_complex or flat.element_size() not in _BITS:
+        return _tensor_digest(t.cpu())
+    bits = flat.contiguous().view(_BITS[flat.element_size()]).to(torch.int64)
+    weights = torch.arange(flat.numel(), device=flat.device, dtype=torch.int64) * 2 + 1
+    sums = torch.stack([bits.sum(), (bits * weights).sum()]).tolist()
+    return f"{head}:{sums[0]}:{sums[1]}"
+
+
 def _tensor_digest(t: torch.Tensor) -> str:
     t = t.detach()
     if t.device.type != "cpu":
-        t = t.cpu()
+        return device_digest(t)
     flat = t.reshape(-1).contiguous()
     h = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
     if flat.numel():

@@ -267,3 +267,22 @@ def test_ctrl_c_with_process_isolation_stops_the_run_and_its_child(clean_run, tm
         time.sleep(0.2)
     left = subprocess.run(["ps", "-o", "pid,stat,cmd", "-g", str(proc.pid)], capture_output=True, text=True).stdout
     assert len(left.strip().splitlines()) <= 1, left
+
+
+def test_device_digest_sees_any_single_change():
+    """The checksum used for weights on an accelerator (computed here on CPU tensors: same ops)."""
+    from robench.guard import device_digest
+
+    g = torch.Generator().manual_seed(0)
+    for t in (torch.randn(64, 33, generator=g), torch.randn(50, generator=g).half(), torch.randint(0, 9, (40,), generator=g),
+              torch.rand(30, generator=g) > 0.5):
+        ref = device_digest(t)
+        assert device_digest(t.clone()) == ref
+        for i in (0, t.numel() // 2, t.numel() - 1):
+            u = t.clone().reshape(-1)
+            u[i] = (~u[i]) if u.dtype == torch.bool else u[i] + 1
+            assert device_digest(u.reshape(t.shape)) != ref
+        swapped = t.clone().reshape(-1)
+        swapped[[0, 1]] = swapped[[1, 0]]
+        if not torch.equal(swapped, t.reshape(-1)):
+            assert device_digest(swapped.reshape(t.shape)) != ref  # positions count, not only values
