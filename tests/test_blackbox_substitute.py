@@ -11,6 +11,7 @@ from robench.errors import UserInputError
 from robench.plugins import get_registry
 from robench_plugins.blackbox.substitute import _TRAINED, Substitute, _balanced_indices
 from robench_plugins.datasets.digits import Digits
+from tiny_training import adam_fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
@@ -34,13 +35,7 @@ def target(digits):
     (x, y), _ = digits
     torch.manual_seed(0)
     model = SmallMlp(robench.NoParams(), INFO)
-    opt = torch.optim.Adam(model.net.parameters(), lr=3e-3)
-    for _ in range(25):
-        for i in range(0, len(x), 128):
-            loss = nn.functional.cross_entropy(model.net(x[i : i + 128]), y[i : i + 128])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    adam_fit(model.net, x, y, epochs=25, batch=128)
     return model.eval()
 
 

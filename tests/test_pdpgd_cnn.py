@@ -17,6 +17,7 @@ from robench.plugins import load_registry
 from robench.verify import verify
 from robench_plugins.attacks_native import PDGD, PDPGD
 from robench_plugins.attacks_native.pdpgd import PDConfig, pd_attack
+from tiny_training import adam_fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
@@ -44,15 +45,9 @@ def digits_cnn():
     xtr, ytr = d.load("train", Path("."))
     xte, yte = d.load("test", Path("."))
     model = _Net(robench.NoParams(), d.info())
-    opt = torch.optim.Adam(model.net.parameters(), lr=3e-3)
     torch.manual_seed(0)
     model.net.train()
-    for _ in range(5):
-        for i in range(0, len(xtr), 64):
-            loss = nn.functional.cross_entropy(model.net(xtr[i : i + 64]), ytr[i : i + 64])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    adam_fit(model.net, xtr, ytr, epochs=5, batch=64)
     model.net.eval()
     assert (model.predict(xte) == yte).float().mean() > 0.85
     return model, xte[:24], yte[:24]
