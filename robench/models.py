@@ -126,6 +126,18 @@ def model_state(model: Model) -> dict[str, torch.Tensor] | None:
     return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
 
 
+def _snapshot_state(model: Model) -> dict[str, torch.Tensor] | None:
+    """The weights to restore a model from: its learned state, or, for a model complete at
+    construction that still reports a state (e.g. a wrapped in-memory network whose object a
+    rebuild would reuse), that state; None when it has none."""
+    if model.trainable:
+        return model_state(model)
+    try:
+        return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    except Exception:
+        return None
+
+
 class ModelPool:
     """The models of one run: trained (or loaded from the cache) once, then handed to cells.
 
@@ -193,7 +205,7 @@ class ModelPool:
                 })
         model.to(self.device)
         model.eval()
-        self.snapshots[name] = (model_state(model), ClassSnapshot(model))
+        self.snapshots[name] = (_snapshot_state(model), ClassSnapshot(model))
         return freeze(model)
 
     def restore(self, name: str, info: DatasetInfo) -> Model:
@@ -201,9 +213,15 @@ class ModelPool:
         from its weights (an attack changed it)."""
         state, classes = self.snapshots[name]
         classes.restore()
-        model = freeze(build_model(self.resolved, self.registry, name, info, self.device, state))
-        self.models[name] = model
-        return model
+        try:
+            model = build_model(self.resolved, self.registry, name, info, self.device, state)
+        except Exception:
+            if state is None or self.models[name].trainable:
+                raise
+            # a model complete at construction that cannot take its state back: rebuilt as constructed
+            model = build_model(self.resolved, self.registry, name, info, self.device, None)
+        self.models[name] = freeze(model)
+        return self.models[name]
 
     def get(self, name: str) -> Model:
         """A ready model, or the reason it is missing."""

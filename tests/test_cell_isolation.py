@@ -286,3 +286,29 @@ def test_device_digest_sees_any_single_change():
         swapped[[0, 1]] = swapped[[1, 0]]
         if not torch.equal(swapped, t.reshape(-1)):
             assert device_digest(swapped.reshape(t.shape)) != ref  # positions count, not only values
+
+
+def test_restore_puts_back_the_weights_of_a_model_complete_at_construction(tmp_path):
+    from robench.guard import changes, fingerprint
+    from robench.models import ModelPool
+    from robench.plugins import load_registry
+    from robench.suite import load_suite
+
+    import wrapped_plugins
+
+    reg = load_registry(["wrapped_plugins"])
+    text = ("name: shared\ndataset: {name: digits, limit: 10}\nmodels:\n  - {name: s, plugin: test-shared-net}\n"
+            "attacks:\n  - {name: f, plugin: fgsm}\nepsilons: {Linf: [0.1]}\n")
+    resolved = load_suite("shared.yaml", reg, text=text)
+    pool = ModelPool(resolved, reg, torch.device("cpu"), tmp_path / "cache", tmp_path)
+    pool.compute_keys()
+    info = reg.get("dataset", "digits").factory(reg.get("dataset", "digits").params()).info()
+    pool.models["s"] = model = pool.load("s", info)
+    before = fingerprint(model)
+    weight = wrapped_plugins.SHARED_NET.weight.detach().clone()
+    with torch.no_grad():
+        wrapped_plugins.SHARED_NET.weight.zero_()  # what a hostile attack would do to the shared object
+    assert changes(before, fingerprint(model))
+    restored = pool.restore("s", info)
+    assert torch.equal(wrapped_plugins.SHARED_NET.weight, weight)
+    assert not any(p.requires_grad for p in restored.net.parameters())

@@ -37,6 +37,35 @@ class MinimalDummy(robench.Attack):
         return x
 
 
+#: one network object shared by every instance of the model below (as robench.evaluate shares the
+#: caller's module): rebuilding the model reuses it, so a restore must put its weights back
+SHARED_NET = torch.nn.Linear(64, 10)
+
+
+class SharedNet(robench.Model):
+    """Complete at construction, holding SHARED_NET (digits-sized: 64 inputs, 10 classes)."""
+
+    trainable = False
+
+    def __init__(self, params, info):
+        super().__init__(params, info)
+        self.net = SHARED_NET
+
+    def scores(self, x):
+        return self.net(x.flatten(1).to(self.device))
+
+    def state_dict(self):
+        return {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
+
+    def load_state_dict(self, state):
+        self.net.load_state_dict(state)
+
+
+@robench.hookimpl
+def robench_models():
+    return [robench.ModelSpec("test-shared-net", SharedNet, "a pretrained model whose network object outlives it")]
+
+
 @robench.hookimpl
 def robench_attacks():
     return [
