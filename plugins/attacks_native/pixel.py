@@ -80,7 +80,8 @@ def pixel_attack(
     max_iter: int = 100,
     population: int = 400,
     loss: Loss = "margin",
-    batch_size: int = 1024,
+    batch_size: int = 128,
+    channels_last: bool = True,
     generator: torch.Generator,
     report: Callable[[int, int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,6 +128,20 @@ def pixel_attack(
     cache_keys = torch.empty(0, dtype=torch.long)
     cache_e = torch.empty(0, dtype=torch.float64)
 
+    layout = {"channels_last": channels_last}
+
+    def forward(imgs: torch.Tensor) -> torch.Tensor:
+        """The model's scores; channels-last memory (same values and shape) where the model accepts it:
+        CPU convolutions ran 2x faster on it. A model that cannot take it (e.g. ``view`` on its
+        input) gets contiguous tensors from the first failure on."""
+        with torch.no_grad():
+            if layout["channels_last"]:
+                try:
+                    return scores(imgs.contiguous(memory_format=torch.channels_last))
+                except RuntimeError:
+                    layout["channels_last"] = False
+            return scores(imgs)
+
     def pack(samples: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         code = samples.clone()
         for j in range(dp):
@@ -159,8 +174,7 @@ def pixel_attack(
             rows = miss[start : start + batch_size]
             part = uniq[rows]
             imgs, changed = _perturb(x, part[:, 0].to(dev), part[:, 1:].to(dev), pixels, ch, h, w)
-            with torch.no_grad():
-                s = scores(imgs)
+            s = forward(imgs)
             lab = y[part[:, 0].to(dev)]
             e[rows] = energy(s.double(), lab, loss).cpu()
             adv[rows] = (s.argmax(1) != lab).cpu()
@@ -272,7 +286,14 @@ class PixelParams(robench.Params):
         description="energy DE minimises: margin (true score minus best other score), score (ART: the true "
         "class's raw score) or prob (softmax probability of the true class, Su et al.)",
     )
-    batch_size: int = Field(1024, ge=1, description="candidate images per forward call")
+    batch_size: int = Field(
+        128, ge=1, description="candidate images per forward call (128 ran faster per image than 512 or 1024 on 1 CPU thread)"
+    )
+    channels_last: bool = Field(
+        True,
+        description="hand the model candidate images in channels-last memory (same values; 2x faster CPU "
+        "convolutions measured); falls back to contiguous tensors if the model raises on them",
+    )
 
 
 class Pixel(robench.Attack):
@@ -292,7 +313,7 @@ class Pixel(robench.Attack):
         adv, queries = pixel_attack(
             model.scores, x.to(ctx.device), y.to(ctx.device),
             pixels=p.pixels, max_iter=p.max_iter, population=p.population, loss=p.loss,
-            batch_size=p.batch_size, generator=ctx.generator(offset=4099), report=ctx.report,
+            batch_size=p.batch_size, channels_last=p.channels_last, generator=ctx.generator(offset=4099), report=ctx.report,
         )
         q = queries.double()
         ctx.record("queries_mean", float(q.mean()) if len(q) else 0.0)
