@@ -65,6 +65,23 @@ def test_no_success_where_no_pixel_change_in_the_box_flips_the_class(cls, params
     assert torch.isnan(adv).all()  # "no adversarial" rows, never a claimed success
 
 
+class _ViewModel(LinearModel):
+    """A model that ``view``s its input, which a channels-last tensor does not allow."""
+
+    def scores(self, x):
+        return x.view(len(x), -1) @ self.weight.T + self.bias
+
+
+def test_pixel_falls_back_to_contiguous_inputs_for_models_that_need_them():
+    base = _one_pixel_model(-3.0)
+    model = _ViewModel(base.weight, base.bias, (3, 4, 4))
+    x = torch.full((2, 3, 4, 4), 0.2)
+    with pytest.raises(RuntimeError):
+        model.scores(x.contiguous(memory_format=torch.channels_last))
+    _, v = _run(model, x, model.predict(x), Pixel, {})
+    assert v.success.all() and (v.norms[Norm.L0] == 1).all()
+
+
 def test_misclassified_inputs_come_back_unchanged():
     model = _one_pixel_model(-3.0)
     x = torch.full((2, 3, 4, 4), 0.2)
