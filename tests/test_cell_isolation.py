@@ -312,3 +312,22 @@ def test_restore_puts_back_the_weights_of_a_model_complete_at_construction(tmp_p
     restored = pool.restore("s", info)
     assert torch.equal(wrapped_plugins.SHARED_NET.weight, weight)
     assert not any(p.requires_grad for p in restored.net.parameters())
+
+
+def test_a_ray_worker_does_not_reuse_a_model_a_cell_changed(clean_run, tmp_path, monkeypatch):
+    """One Ray worker runs every cell in turn (it caches models between cells): a changed model is
+    dropped (its class put back) instead of being handed to the next cell."""
+    pytest.importorskip("ray")
+    _env(clean_run, monkeypatch)
+    _, honest = clean_run
+    attacks = [("weights", "dishonest-weights"), ("fgsm_a", "fgsm"), ("patch", "dishonest-patch-class"), ("fgsm_b", "fgsm")]
+    suite = write_suite(tmp_path, attacks, "ray")
+    proc = robench("run", suite, "--out", tmp_path / "out", "-q", "--no-leaderboard", "-p", "dishonest_plugins",
+                   "--executor", "ray", "--workers", "1")
+    assert proc.returncode == 1, proc.stderr
+    got = cells(tmp_path / "out" / "results.sqlite")
+    for a in ("weights", "patch"):
+        assert got[a]["status"] == "failed" and "changed the model it was given" in got[a]["error"], got[a]["error"]
+        assert got[a]["rows"] == []
+    for a in ("fgsm_a", "fgsm_b"):
+        assert got[a]["status"] == "done" and got[a]["rows"] == honest, a
