@@ -582,8 +582,8 @@ def _read_indices_file(suite: Suite, path: str, lines: dict, problems: list) -> 
         ref.indices = DatasetRef.model_validate({"name": ref.name, "indices": values}).indices
     except ValidationError as exc:
         problems.append((where, f"{file}: {exc.errors()[0]['msg']}"))
-    except (ValueError, OSError) as exc:
-        problems.append((where, f"{file}: {exc}"))
+    except (ValueError, OSError, EOFError) as exc:  # EOFError: an empty or truncated .npy
+        problems.append((where, f"{file}: {exc or type(exc).__name__}; expected an integer .npy array or a text file of integers"))
 
 
 def _suite_files(params: Params, path: str, loc: tuple, lines: dict, problems: list) -> Params:

@@ -409,3 +409,14 @@ def test_validate_cli_prints_warnings_and_exits_0(tmp_path):
     res = CliRunner().invoke(app, ["validate", str(path)])
     out = " ".join(res.output.split())
     assert res.exit_code == 0 and "models[0].params.lr_decay (line 4): has no effect" in out, res.output
+
+
+@pytest.mark.parametrize("content", [b"", b"\x93NUMPY\x01\x00", bytes(range(256))])
+def test_damaged_indices_file_is_a_located_error(registry, tmp_path, content):
+    (tmp_path / "idx.npy").write_bytes(content)
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: t\ndataset: {name: digits, indices_file: idx.npy}\nmodels:\n  - {name: m, plugin: mlp}\n")
+    with pytest.raises(SuiteError) as info:
+        load_suite(suite, registry)
+    (loc, msg), = info.value.problems
+    assert loc.startswith("dataset.indices_file (line 2)") and "idx.npy" in msg

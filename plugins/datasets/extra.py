@@ -138,7 +138,7 @@ GTSRB_CLASSES = (
 
 
 class GtsrbParams(robench.Params):
-    size: int = Field(48, ge=8, description="side of the square images after resizing (the 01-loss papers use 48)")
+    size: int = Field(48, ge=8, le=1024, description="side of the square images after resizing (the 01-loss papers use 48)")
     crop_roi: bool = Field(True, description="crop each sign to its annotated bounding box before resizing")
     class_ids: list[int] | None = Field(
         None, description="read only these GTSRB class ids, relabelled 0..k-1 in this order (e.g. [3, 8]: 60 vs 120 km/h); faster than the suite's classes: on all 43"
@@ -227,7 +227,7 @@ class CelebaParams(robench.Params):
     versus: str | None = Field(
         "Brown_Hair", description="class 0 = images with this attribute and not the first (the papers' black vs brown hair); None: all images without the attribute"
     )
-    size: int = Field(96, ge=8, description="side of the square images: the aligned 178x218 faces are centre-cropped to a square and resized")
+    size: int = Field(96, ge=8, le=1024, description="side of the square images: the aligned 178x218 faces are centre-cropped to a square and resized")
     max_per_class: int | None = Field(
         None, ge=1, description="keep at most this many images per class and split (in file order): decoding all 200k faces is slow"
     )
@@ -323,7 +323,7 @@ class ImageFolderParams(robench.Params):
         description="folder holding <split>/<class>/<images>; a relative path is taken from the data dir "
         "($ROBENCH_DATA or the default; with --data-dir elsewhere give an absolute path or class_folders)"
     )
-    size: int = Field(64, ge=8, description="side of the square images: the centre square of each image, resized")
+    size: int = Field(64, ge=8, le=1024, description="side of the square images: the centre square of each image, resized")
     class_folders: list[str] | None = Field(
         None, description="use only these class folders, labelled 0..k-1 in this order (default: every folder of the train split, sorted)"
     )
