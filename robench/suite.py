@@ -23,6 +23,8 @@ from .errors import SuiteError, UserInputError
 from .plugins import Registry
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
+#: Names become file names (leaderboard pages, plots, model folders): well under any file system's limit.
+NAME_MAX = 100
 
 #: The largest seed a suite accepts: the harness derives seeds as ``seed * 1000 + k`` and seeds
 #: numpy (< 2**32) and torch (< 2**64) from them, so a larger one would fail only at run time.
@@ -129,13 +131,13 @@ class DatasetRef(_Strict):
 
 
 class ModelEntry(_Strict):
-    name: str = Field(pattern=NAME_PATTERN, description="name of this model in tables (unique in the suite)")
+    name: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX, description="name of this model in tables (unique in the suite)")
     plugin: str = Field(description="model plugin name (see `robench plugins`)")
     params: dict[str, Any] = Field(default_factory=dict, description="the plugin's parameters")
 
 
 class AttackEntry(_Strict):
-    name: str = Field(pattern=NAME_PATTERN, description="name of this attack in tables (unique in the suite)")
+    name: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX, description="name of this attack in tables (unique in the suite)")
     plugin: str = Field(description="attack plugin name (see `robench plugins`)")
     params: dict[str, Any] = Field(default_factory=dict, description="the plugin's parameters")
     models: Annotated[list[str], Field(min_length=1)] | None = Field(None, description="run only against these models (default: all)")
@@ -160,7 +162,7 @@ class NoiseSpec(_Strict):
 class Suite(_Strict):
     """Every model of the suite against every attack, on one dataset slice."""
 
-    name: str = Field(pattern=NAME_PATTERN, description="suite name; also the leaderboard file name")
+    name: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX, description="suite name; also the leaderboard file name")
     description: str = Field("", description="one paragraph shown above the leaderboard")
     estimate: str | None = Field(
         None, max_length=300, description="how long the whole suite takes, e.g. 'about 20 h on 2 CPU cores'; "

@@ -420,3 +420,9 @@ def test_damaged_indices_file_is_a_located_error(registry, tmp_path, content):
         load_suite(suite, registry)
     (loc, msg), = info.value.problems
     assert loc.startswith("dataset.indices_file (line 2)") and "idx.npy" in msg
+
+
+def test_names_that_name_files_are_at_most_100_characters(registry):
+    one(registry, GOOD.replace("name: t\n", "name: " + "t" * 101 + "\n"), "name (line 1)", "at most 100")
+    one(registry, GOOD.replace("name: a,", "name: " + "a" * 101 + ","), "attacks[0].name (line 7)", "at most 100")
+    load_suite("s.yaml", registry, text=GOOD.replace("name: t\n", "name: " + "t" * 100 + "\n"))
