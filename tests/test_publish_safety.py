@@ -90,15 +90,23 @@ def test_publish_into_a_file_or_read_only_folder_is_one_line(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserInputError, match="is not a folder"):
         publish(results, tmp_path / "file")
+    import shutil
+    import subprocess
+
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
+    immutable = False
     try:
-        if os.access(ro, os.W_OK):
-            pytest.skip("running as a user who can write anywhere (root)")
+        if os.access(ro, os.W_OK):  # root: permission bits do not stop it; an immutable folder does
+            immutable = shutil.which("chattr") is not None and subprocess.run(["chattr", "+i", str(ro)], capture_output=True).returncode == 0
+            if not immutable:
+                pytest.skip("running as root without chattr +i: no way to make a folder unwritable here")
         with pytest.raises(UserInputError, match="cannot write into"):
             publish(results, ro)
     finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(ro)], check=True)
         ro.chmod(0o700)
 
 
