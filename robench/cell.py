@@ -50,9 +50,22 @@ class CellJob:
 
 
 @dataclass
+class Candidates:
+    """One batch's attack output before verification: what a worker sends back to the driver."""
+
+    chunk: list[int]  # indices into job.positions
+    adv: torch.Tensor  # on the CPU, shaped like the batch; NaN rows mean "no adversarial"
+    forward: float  # passes per sample, counted by the harness's wrapper
+    backward: float
+    seconds: float  # attack time per sample
+
+
+@dataclass
 class BatchResult:
     rows: list[SampleRow]
     records: dict[str, float]
+    #: set instead of rows when the cell ran with ``verify_rows=False`` (a worker): the driver verifies
+    candidates: Candidates | None = None
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -62,8 +75,13 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def attack_cell(job: CellJob, factory: type[Attack], params: Params, model: Model, source: Model | None, data: EvalData,
-                device: torch.device, data_dir: Path | None, log: Callable[[str], None], registry=None) -> Iterator[BatchResult]:
+                device: torch.device, data_dir: Path | None, log: Callable[[str], None], registry=None,
+                verify_rows: bool = True) -> Iterator[BatchResult]:
     """Attack a cell's remaining samples, yielding each verified batch for the caller to store.
+
+    With ``verify_rows=False`` (a worker process, where the attack's code also runs) each batch
+    carries the unverified :class:`Candidates` instead, for the driver to verify with its own
+    model and data (:func:`verify_candidates`): code that ran beside the attack never decides.
 
     Every executor runs cells through this function, and each batch is seeded from (seed, cell
     key, index of its first sample), so a cell's rows do not depend on where or after what it ran,
@@ -94,12 +112,11 @@ def attack_cell(job: CellJob, factory: type[Attack], params: Params, model: Mode
     if source is not None:
         watched.append((source, fingerprint(source), f"source model {job.source}"))
 
-    def one_batch(chunk: list[int]) -> list[SampleRow]:
+    def one_batch(chunk: list[int]) -> BatchResult:
         pos = [job.positions[k] for k in chunk]
         # Harness-owned tensors: verification reads these; the attack gets clones it may do anything with.
         xb = data.x[pos].to(device)
         yb = data.y[pos].to(device)
-        clean_pred = torch.tensor([job.clean_pred[k] for k in chunk])
         seed_everything(batch_seed(job.seed, job.key, data.indices[pos[0]]))
         counting.reset()
         t0 = time.perf_counter()
@@ -110,19 +127,12 @@ def attack_cell(job: CellJob, factory: type[Attack], params: Params, model: Mode
         for m, before, name in watched:
             check_unchanged(before, m, f"{who} (on {name})")
         check_attack_output(adv, xb, who)
-        _check_inputs(job, chunk, xb, yb)
-        verdict = verify(checked, xb, yb, adv, clean_pred, job.norm, job.eps)
         n = len(pos)
-        return [
-            SampleRow(
-                idx=data.indices[i], sha256=data.sha256[i], label=int(yb[j]), clean_pred=int(clean_pred[j]),
-                success=bool(verdict.success[j]), rejected=bool(verdict.rejected[j]), reject_reason=verdict.reasons[j],
-                l0=float(verdict.norms[Norm.L0][j]), l1=float(verdict.norms[Norm.L1][j]),
-                l2=float(verdict.norms[Norm.L2][j]), linf=float(verdict.norms[Norm.Linf][j]),
-                forward=counting.forward_rows / n, backward=counting.backward_rows / n, seconds=seconds / n,
-            )
-            for j, i in enumerate(pos)
-        ]
+        cand = Candidates(chunk, adv.detach().to("cpu", torch.float32), counting.forward_rows / n, counting.backward_rows / n,
+                          seconds / n)
+        if not verify_rows:
+            return BatchResult([], dict(ctx.records), cand)
+        return BatchResult(verify_candidates(job, data, cand, checked, device), dict(ctx.records))
 
     oom_retries = 0
     for start in range(0, len(job.positions), job.batch_size):
@@ -151,8 +161,32 @@ def attack_cell(job: CellJob, factory: type[Attack], params: Params, model: Mode
                             f"set a smaller batch_size for attack {job.attack}"
                         ) from None
                     raise
-        for rows in parts:
-            yield BatchResult(rows, dict(ctx.records))
+        for part in parts:
+            part.records = dict(ctx.records)
+            yield part
+
+
+def verify_candidates(job: CellJob, data: EvalData, cand: Candidates, model: Model, device: torch.device) -> list[SampleRow]:
+    """The harness's verdict on one batch of candidates, from its own inputs, labels and model."""
+    if not isinstance(model, CountingModel):
+        model = CountingModel(model, f"model plugin {job.model_plugin}")
+    pos = [job.positions[k] for k in cand.chunk]
+    xb = data.x[pos].to(device)
+    yb = data.y[pos].to(device)
+    clean_pred = torch.tensor([job.clean_pred[k] for k in cand.chunk])
+    check_attack_output(cand.adv, xb, f"attack plugin {job.attack_plugin}")
+    _check_inputs(job, cand.chunk, xb, yb)
+    verdict = verify(model, xb, yb, cand.adv.to(device), clean_pred, job.norm, job.eps)
+    return [
+        SampleRow(
+            idx=data.indices[i], sha256=data.sha256[i], label=int(yb[j]), clean_pred=int(clean_pred[j]),
+            success=bool(verdict.success[j]), rejected=bool(verdict.rejected[j]), reject_reason=verdict.reasons[j],
+            l0=float(verdict.norms[Norm.L0][j]), l1=float(verdict.norms[Norm.L1][j]),
+            l2=float(verdict.norms[Norm.L2][j]), linf=float(verdict.norms[Norm.Linf][j]),
+            forward=cand.forward, backward=cand.backward, seconds=cand.seconds,
+        )
+        for j, i in enumerate(pos)
+    ]
 
 
 def _check_inputs(job: CellJob, chunk: list[int], xb: torch.Tensor, yb: torch.Tensor) -> None:

@@ -32,7 +32,7 @@ from typing import Any, Callable, Protocol
 
 import torch
 
-from .cell import BatchResult, CellJob, attack_cell, describe_exception
+from .cell import BatchResult, CellJob, attack_cell, describe_exception, verify_candidates
 from .data import EvalData
 from .errors import RobenchError, UserInputError
 from .guard import changes, fingerprint
@@ -280,7 +280,17 @@ class RayExecutor(Executor):
                 for line in msg[-1]:
                     sink.log(line)
                 if kind == "batch":
-                    _, rows, records, _logs = msg
+                    _, cand, records, _logs = msg
+                    try:  # the driver's verdict, with its own model and data, on what the worker's attack returned
+                        rows = verify_candidates(fl.job, data, cand, work.models.models[fl.job.model], work.device)
+                    except Exception as exc:
+                        try:
+                            ray.cancel(gen, force=True)
+                        except Exception:  # the task may be gone already; nothing more of it is read
+                            pass
+                        del running[gen]
+                        sink.fail(fl.job, describe_exception(exc))
+                        continue
                     sink.write(fl.job, BatchResult(rows, records))
                     fl.completed += len(rows)
                     fl.records = records

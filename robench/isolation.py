@@ -6,17 +6,27 @@ The child is started with ``spawn`` (no inherited threads, locks or CUDA state) 
 exactly as a Ray worker does (:func:`robench.worker.cell_task`: plugins rebuilt from the suite,
 models rebuilt from the driver's weights, same thread count, same per-batch seeds), so its rows
 equal those of an in-process run. It gets private copies of the data and weights (pickled by
-value, not shared memory) and streams each verified batch back; the parent writes it to the store.
+value, not shared memory) and streams each batch's candidates back, which the parent verifies with
+its own model and data and writes to the store.
+
+What comes back from the child is never unpickled: a message is one JSON line (kind, batch
+positions, shape, counts, records, log lines) followed by the raw float32 bytes of the
+candidates, so a plugin in the child can at worst send wrong candidates, which verification
+rejects, or wrong pass counts (see docs/reliability.md).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import multiprocessing
-import pickle
 import signal
 import uuid
 
-from .cell import BatchResult, CellJob
+import numpy as np
+import torch
+
+from .cell import BatchResult, Candidates, CellJob, verify_candidates
 from .errors import RobenchError
 from .models import model_state
 from .worker import cell_task, make_setup
@@ -33,14 +43,53 @@ class CellFailed(RobenchError):
 _SETUPS: dict[int, object] = {}  # one WorkerSetup (and run token) per workload
 
 
-def _child_main(payload: bytes, conn) -> None:
+def _child_main(setup, job, data, state, source_state, conn) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it ends this process
-    setup, job, data, state, source_state = pickle.loads(payload)
     try:
         for msg in cell_task(setup, job, data, state, source_state):
-            conn.send(msg)
+            conn.send_bytes(encode_message(msg))
     finally:
         conn.close()
+
+
+def encode_message(msg: tuple) -> bytes:
+    """A worker message as one JSON line plus, for a batch, the raw float32 bytes of its candidates."""
+    kind, logs = msg[0], list(msg[-1])
+    if kind == "batch":
+        cand, records = msg[1], msg[2]
+        adv = cand.adv.detach().to("cpu", torch.float32).contiguous().numpy()
+        head = {"kind": kind, "chunk": list(cand.chunk), "shape": list(adv.shape), "forward": cand.forward,
+                "backward": cand.backward, "seconds": cand.seconds, "records": dict(records), "logs": logs}
+        return json.dumps(head).encode() + b"\n" + adv.tobytes()
+    head = {"kind": kind, "logs": logs}
+    if kind == "failed":
+        head["error"] = str(msg[1])
+    return json.dumps(head).encode() + b"\n"
+
+
+def decode_message(raw: bytes, job: CellJob, sent: set[int]) -> dict:
+    """Parse (and sanity-check) one message from the child; ``sent`` holds the positions already received."""
+    line, _, payload = raw.partition(b"\n")
+    try:
+        head = json.loads(line)
+    except ValueError:
+        raise RobenchError("the cell's child process sent a message that is not robench's") from None
+    if not isinstance(head, dict) or head.get("kind") not in ("batch", "done", "failed"):
+        raise RobenchError("the cell's child process sent a message that is not robench's")
+    if head["kind"] != "batch":
+        return head
+    chunk, shape = head.get("chunk"), head.get("shape")
+    if (not isinstance(chunk, list) or not chunk or not all(isinstance(k, int) and 0 <= k < len(job.positions) for k in chunk)
+            or len(set(chunk)) != len(chunk) or sent & set(chunk)):
+        raise RobenchError("the cell's child process sent a batch of positions that are not this cell's remaining ones")
+    if not isinstance(shape, list) or not shape or shape[0] != len(chunk) or math.prod(shape) * 4 != len(payload):
+        raise RobenchError("the cell's child process sent candidates whose size does not match their shape")
+    counts = [head.get(k) for k in ("forward", "backward", "seconds")]
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in counts):
+        raise RobenchError("the cell's child process sent pass counts that are not finite non-negative numbers")
+    adv = torch.from_numpy(np.frombuffer(payload, dtype=np.float32).copy()).reshape(shape)
+    head["candidates"] = Candidates(chunk, adv, float(counts[0]), float(counts[1]), float(counts[2]))
+    return head
 
 
 def _exit_description(code: int | None) -> str:
@@ -65,25 +114,32 @@ def run_in_child(work, job: CellJob, sink) -> dict[str, float]:
     models = work.models.models
     state = model_state(models[job.model])
     source_state = model_state(models[job.source]) if job.source else None
-    payload = pickle.dumps((setup[1], job, work.data, state, source_state))
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child_main, args=(payload, child), daemon=True, name=f"robench cell {job.label}")
+    # The arguments go to the child by spawn's own pickling: the trusted direction (parent to child).
+    proc = ctx.Process(target=_child_main, args=(setup[1], job, work.data, state, source_state, child), daemon=True,
+                       name=f"robench cell {job.label}")
     proc.start()
     child.close()
     records: dict[str, float] = {}
     outcome = None
+    sent: set[int] = set()
+    model = models[job.model]
     try:
         while outcome is None:
             try:
-                msg = parent.recv()
+                raw = parent.recv_bytes()
             except EOFError:  # the child is gone without a last word
                 break
-            for line in msg[-1]:
-                sink.log(line)
-            if msg[0] == "batch":
-                sink.write(job, BatchResult(msg[1], msg[2]))
-                records = msg[2]
+            msg = decode_message(raw, job, sent)
+            for line in msg["logs"] if isinstance(msg.get("logs"), list) else []:
+                sink.log(str(line))
+            if msg["kind"] == "batch":
+                cand = msg["candidates"]
+                rows = verify_candidates(job, work.data, cand, model, work.device)  # the parent's verdict
+                sent.update(cand.chunk)
+                records = {str(k): float(v) for k, v in (msg.get("records") or {}).items()}
+                sink.write(job, BatchResult(rows, records))
             else:
                 outcome = msg
         proc.join(timeout=60)
@@ -95,6 +151,6 @@ def run_in_child(work, job: CellJob, sink) -> dict[str, float]:
     if outcome is None:
         raise CellFailed(f"the child process running this cell died ({_exit_description(proc.exitcode)}) before finishing it; "
                          "batches it had sent are stored, the rest of the cell is not (a plugin crashed the interpreter?)")
-    if outcome[0] == "failed":
-        raise CellFailed(outcome[1])
+    if outcome["kind"] == "failed":
+        raise CellFailed(str(outcome.get("error")))
     return records

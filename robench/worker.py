@@ -2,9 +2,10 @@
 
 A worker rebuilds the run's plugins from a :class:`WorkerSetup`, rebuilds each model exactly as
 the driver holds it (constructed under the suite seed, then the driver's weights), runs the cell
-through :func:`robench.cell.attack_cell`, and streams messages back: ``("batch", rows, records,
-logs)`` per verified batch, then ``("done", logs)`` or ``("failed", error, logs)``. The driver
-stays the store's only writer.
+through :func:`robench.cell.attack_cell`, and streams messages back: ``("batch", candidates,
+records, logs)`` per batch, then ``("done", logs)`` or ``("failed", error, logs)``. The driver
+verifies every batch itself (:func:`robench.cell.verify_candidates`, with its own model and data:
+nothing that ran beside the attack decides what counts) and stays the store's only writer.
 """
 
 from __future__ import annotations
@@ -114,8 +115,8 @@ def cell_task(setup: WorkerSetup, job, data, state, source_state) -> Iterator[tu
         factory = registry.get("attack", job.attack_plugin).factory
         data_dir = Path(setup.data_dir) if setup.data_dir else None
         for batch in attack_cell(job, factory, resolved.attack_params[job.attack], model, source, data, device, data_dir, logs.append,
-                                 registry=registry):
-            yield ("batch", batch.rows, batch.records, logs[:])
+                                 registry=registry, verify_rows=False):
+            yield ("batch", batch.candidates, batch.records, logs[:])
             logs.clear()
         yield ("done", logs[:])
     except (KeyboardInterrupt, GeneratorExit):

@@ -131,11 +131,30 @@ class Segfault(_Bounded):
         return _tiny(x)
 
 
+class PatchVerifier(_Bounded):
+    """Patches the harness's own verification code in its process so that every candidate counts as
+    a success at norm 0. In-process nothing stops global patches (docs/reliability.md); under
+    --isolate process the candidates are verified in the parent, which this code never reaches."""
+
+    def run(self, model, x, y, *, eps, ctx, source=None):
+        import robench.cell
+        from robench.verify import Verdict
+
+        def fake_verify(model, x, y, adv, clean_pred, norm, eps):
+            n = len(x)
+            zeros = torch.zeros(n)
+            return Verdict(success=torch.ones(n, dtype=torch.bool), rejected=torch.zeros(n, dtype=torch.bool),
+                           reasons=[None] * n, norms={k: zeros for k in Norm}, adversarial=adv)
+
+        robench.cell.verify = fake_verify
+        return _tiny(x)
+
+
 @robench.hookimpl
 def robench_attacks():
     specs = [
         ("dishonest-edit-x", EditInputs), ("dishonest-edit-y", EditLabels), ("dishonest-weights", ChangeWeights),
         ("dishonest-patch-method", PatchMethod), ("dishonest-patch-class", PatchClass), ("dishonest-exit", Exit),
-        ("dishonest-os-exit", HardExit), ("dishonest-segfault", Segfault),
+        ("dishonest-os-exit", HardExit), ("dishonest-segfault", Segfault), ("dishonest-patch-verifier", PatchVerifier),
     ]
     return [robench.AttackSpec(name, cls, cls.__doc__ or name, norms=(Norm.Linf,)) for name, cls in specs]

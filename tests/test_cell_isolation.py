@@ -140,6 +140,44 @@ def test_process_isolation_survives_os_exit_and_segfault(clean_run, tmp_path, mo
     assert all(not c["rows"] for a, c in got.items() if not a.startswith("fgsm"))
 
 
+def test_process_isolation_verifies_in_the_parent(clean_run, tmp_path, monkeypatch):
+    """A plugin that patches the verifier in its own process cannot fake a success: the child only
+    sends candidates back (JSON + raw float bytes, never a pickle) and the parent verifies them."""
+    _env(clean_run, monkeypatch)
+    _, honest = clean_run
+    suite = write_suite(tmp_path, [("patch_verifier", "dishonest-patch-verifier"), ("fgsm", "fgsm")], "verifier")
+    proc = robench("run", suite, "--out", tmp_path / "out", "-q", "--no-leaderboard", "-p", "dishonest_plugins",
+                   "--isolate", "process")
+    assert proc.returncode == 0, proc.stderr
+    got = cells(tmp_path / "out" / "results.sqlite")
+    assert got["patch_verifier"]["status"] == "done" and got["patch_verifier"]["rows"]
+    assert fake_successes(got["patch_verifier"]) == 0
+    assert got["fgsm"]["status"] == "done" and got["fgsm"]["rows"] == honest
+
+
+def test_a_child_message_that_is_not_the_cells_is_refused():
+    import torch
+
+    from robench.cell import Candidates
+    from robench.errors import RobenchError
+    from robench.isolation import decode_message, encode_message
+
+    class Job:
+        positions = [0, 1, 2]
+
+    msg = ("batch", Candidates([0, 1], torch.rand(2, 1, 2, 2), 3.0, 1.0, 0.01), {"r": 1.0}, ["hello"])
+    raw = encode_message(msg)
+    back = decode_message(raw, Job, set())
+    assert back["candidates"].chunk == [0, 1] and torch.equal(back["candidates"].adv, msg[1].adv)
+    assert back["logs"] == ["hello"] and back["records"] == {"r": 1.0}
+    for bad, sent in ((raw, {1}),  # positions already stored
+                      (raw[:-4], set()),  # candidates cut short
+                      (b"\x80\x04garbage\n", set()),  # a pickle, say
+                      (encode_message(("batch", Candidates([0, 5], torch.rand(2, 1, 2, 2), 3.0, 1.0, 0.0), {}, [])), set())):
+        with pytest.raises(RobenchError):
+            decode_message(bad, Job, sent)
+
+
 def test_counting_wrapper_forwards_only_declared_capabilities():
     from robench.counting import CountingModel
     from robench.errors import RobenchError
