@@ -41,23 +41,15 @@ def parse_model_option(text: str) -> tuple[str, Path]:
 
 def eps_options(values: Iterable[str]) -> dict[str, list[str]]:
     """``["Linf=8/255", "L2=0.5,1"]`` -> {"Linf": ["8/255"], "L2": ["0.5", "1"]}, each value checked."""
-    from .suite import parse_eps
+    from .suite import parse_norm_eps
 
     out: dict[str, list[str]] = {}
     for text in values:
-        norm_text, sep, rest = text.partition("=")
-        if not sep or not rest.strip():
-            raise UserInputError(f"--eps expects NORM=EPS[,EPS...] (e.g. Linf=8/255), got {text!r}")
         try:
-            norm = Norm(norm_text.strip())
-        except ValueError:
-            raise UserInputError(f"--eps {text}: unknown norm {norm_text.strip()!r}; norms are {', '.join(map(str, Norm))}") from None
-        for v in rest.split(","):
-            try:
-                parse_eps(v.strip())
-            except ValueError as exc:
-                raise UserInputError(f"--eps {text}: {exc}") from None
-            out.setdefault(str(norm), []).append(v.strip())
+            norm, _ = parse_norm_eps(text)  # checks the norm and every value
+        except ValueError as exc:
+            raise UserInputError(f"--eps {text}: {exc}") from None
+        out.setdefault(str(norm), []).extend(v.strip() for v in text.partition("=")[2].split(","))
     return out
 
 
