@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .api import Context, Norm, Params, construct
-from .errors import SuiteError, UserInputError
+from .errors import SuiteError
 from .plugins import Registry
+from .suite_checks import cross_ref_problems, dataset_problems, inert_warnings, params_for, raw_plugin_problems, suite_files
+from .suite_text import allowed_fields, decode_text, line_note, parse_yaml, pydantic_problems
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
 #: Names become file names (leaderboard pages, plots, model folders): well under any file system's limit.
@@ -220,189 +221,7 @@ class Resolved:
     warnings: list[tuple[str, str]] = field(default_factory=list)
 
 
-# -- locating errors in the YAML text -----------------------------------------------------------
-
-
-def format_loc(loc: tuple | list) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-#: Deepest nesting of YAML collections a suite may use (a real suite needs about 6): deeper input
-#: would exhaust Python's recursion in the YAML reader instead of giving a message.
-MAX_DEPTH = 64
-#: Values a suite may expand to through YAML aliases (a "billion laughs" file expands to 10**9).
-MAX_VALUES = 100_000
-
-_OPEN = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken, yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken)
-_CLOSE = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
-
-
-def _too_deep(text: str) -> int | None:
-    """The 1-based line where nesting first exceeds MAX_DEPTH, or None (the scanner is iterative)."""
-    depth = 0
-    for token in yaml.scan(text, Loader=yaml.SafeLoader):
-        if isinstance(token, _OPEN):
-            depth += 1
-            if depth > MAX_DEPTH:
-                return token.start_mark.line + 1
-        elif isinstance(token, _CLOSE):
-            depth -= 1
-    return None
-
-
-def _walk_nodes(root: yaml.Node) -> tuple[dict[tuple, int], list[tuple[str, str]]]:
-    """Line of each YAML path (tuple of keys / indices), and the problems of the node graph:
-    duplicate keys (both lines), aliases that refer to themselves, alias expansion past MAX_VALUES."""
-    index: dict[tuple, int] = {}
-    problems: list[tuple[str, str]] = []
-    seen: set[int] = set()
-    stack = [(root, ())]
-    while stack:  # iterative, and each node once: aliases neither loop nor multiply the work
-        node, path = stack.pop()
-        index.setdefault(path, node.start_mark.line + 1)
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            first: dict[tuple, int] = {}
-            for k, v in node.value:
-                key = k.value if isinstance(k, yaml.ScalarNode) else None
-                if key is not None and k.tag != "tag:yaml.org,2002:merge":
-                    if (k.tag, key) in first:
-                        problems.append((format_loc(path + (key,)) + f" (line {k.start_mark.line + 1})",
-                                         f"duplicate key {key!r}: already given on line {first[(k.tag, key)]}; "
-                                         "YAML would silently keep only the last one"))
-                    else:
-                        first[(k.tag, key)] = k.start_mark.line + 1
-                    index.setdefault(path + (key,), k.start_mark.line + 1)
-                stack.append((v, path + (key,)))
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend((v, path + (i,)) for i, v in reversed(list(enumerate(node.value))))
-    # Expanded size through aliases (memoised per node; a node met again while open is a cycle).
-    size: dict[int, int] = {}
-    open_: set[int] = set()
-    work = [(root, False)]
-    while work and not problems:
-        node, done = work.pop()
-        children = [c for kv in node.value for c in kv] if isinstance(node, yaml.MappingNode) else (
-            node.value if isinstance(node, yaml.SequenceNode) else [])
-        if done:
-            open_.discard(id(node))
-            size[id(node)] = 1 + sum(size[id(c)] for c in children)
-            if size[id(node)] > MAX_VALUES:
-                problems.append((f"line {node.start_mark.line + 1}",
-                                 f"this suite expands to more than {MAX_VALUES} values through YAML aliases (*name); write it out instead"))
-            continue
-        if id(node) in size:
-            continue
-        if id(node) in open_:
-            problems.append((f"line {node.start_mark.line + 1}", "a YAML alias (*name) refers to the collection that contains it"))
-            break
-        open_.add(id(node))
-        work.append((node, True))
-        work.extend((c, False) for c in children if id(c) not in size)
-    return index, problems
-
-
-def _line_index(text: str) -> dict[tuple, int]:
-    """Map each YAML path (tuple of keys / indices) to its 1-based line number."""
-    try:
-        if _too_deep(text) is not None:
-            return {}
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return {}
-    return _walk_nodes(root)[0] if root is not None else {}
-
-
-def _where(lines: dict[tuple, int], loc: tuple) -> str:
-    loc = tuple(loc)
-    while loc and loc not in lines:
-        loc = loc[:-1]
-    return f" (line {lines[loc]})" if loc in lines else ""
-
-
-def _describe(err: dict) -> str:
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "missing":
-        return "required field is missing"
-    if err["type"] == "extra_forbidden":
-        return "unknown field (not allowed here)"
-    value = err.get("input")
-    shown = json.dumps(value, default=str) if not isinstance(value, dict) else "{...}"
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    return f"{msg}; got {shown}"
-
-
-def _pydantic_problems(exc: ValidationError, prefix: tuple, lines: dict[tuple, int]) -> list[tuple[str, str]]:
-    out = []
-    for err in exc.errors():
-        loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-after")))
-        # Unknown fields: tell what is allowed.
-        out.append((format_loc(loc) + _where(lines, loc), _describe(err)))
-    return out
-
-
-def _allowed_fields(model: type[BaseModel]) -> str:
-    return ", ".join(model.model_fields) or "(none)"
-
-
 # -- the three passes ------------------------------------------------------------------------
-
-
-def decode_text(raw: bytes, path: str) -> str:
-    """A suite file's bytes as text: UTF-8 (with or without BOM), else a SuiteError at the bad byte."""
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise SuiteError(path, [(f"line {line}, column {column}",
-                                 f"byte 0x{raw[exc.start]:02x} is not UTF-8 text; save the file as UTF-8")]) from None
-
-
-def _yaml_problem(exc: yaml.YAMLError, text: str) -> tuple[str, str]:
-    mark = getattr(exc, "problem_mark", None)
-    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow (e.g. a NUL byte)
-        line = text.count("\n", 0, exc.position) + 1
-        ch = exc.character
-        shown = f"0x{ch:02x}" if isinstance(ch, int) else f"U+{ord(ch):04X}"
-        return (f"YAML syntax (line {line})", f"character {shown} is not allowed in YAML text")
-    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
-    problem = getattr(exc, "problem", None) or str(exc)
-    return (f"YAML syntax ({where})", str(problem))
-
-
-def parse_yaml(text: str, path: str) -> tuple[dict, dict[tuple, int]]:
-    """Parse a suite's text; SuiteError for syntax, nesting past MAX_DEPTH, duplicate keys and
-    alias bombs, each with its line. Returns the data and the line of every YAML path."""
-    try:
-        deep = _too_deep(text)
-        if deep is not None:
-            raise SuiteError(path, [(f"line {deep}", f"collections nested more than {MAX_DEPTH} deep; a suite needs a handful of levels")])
-        loader = yaml.SafeLoader(text)
-        try:
-            root = loader.get_single_node()
-            lines, problems = _walk_nodes(root) if root is not None else ({}, [])
-            if problems:
-                raise SuiteError(path, problems)
-            data = loader.construct_document(root) if root is not None else None
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as exc:
-        raise SuiteError(path, [_yaml_problem(exc, text)]) from None
-    except RecursionError:  # guarded by MAX_DEPTH; kept so no input can ever surface a traceback
-        raise SuiteError(path, [("YAML", f"nested too deeply to read (more than {MAX_DEPTH} levels)")]) from None
-    if not isinstance(data, dict):
-        raise SuiteError(path, [("", f"a suite must be a YAML mapping (name:, dataset:, models:, ...), got {type(data).__name__}")])
-    return data, lines
 
 
 def load_suite(path: str | Path, registry: Registry, *, text: str | None = None, data_dir: Path | None = None) -> Resolved:
@@ -425,80 +244,17 @@ def load_suite(path: str | Path, registry: Registry, *, text: str | None = None,
     try:
         suite = Suite.model_validate(data)
     except ValidationError as exc:
-        problems = _pydantic_problems(exc, (), lines)
+        problems = pydantic_problems(exc, (), lines)
         for err in exc.errors():
             if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
-                problems.append(("", f"allowed top-level fields: {_allowed_fields(Suite)}"))
+                problems.append(("", f"allowed top-level fields: {allowed_fields(Suite)}"))
                 break
         # Report the plugin parameters and cross-references too, wherever the entries are well formed,
         # so that one round of fixes suffices.
-        _raw_plugin_problems(data, registry, lines, problems)
-        _cross_ref_problems(data, lines, problems)
+        raw_plugin_problems(data, registry, lines, problems)
+        cross_ref_problems(data, lines, problems)
         raise SuiteError(path, problems) from None
     return resolve(suite, registry, path, lines, data_dir=data_dir)
-
-
-def _params_for(registry: Registry, kind: str, plugin: str, params: dict, loc: tuple, lines: dict,
-                problems: list[tuple[str, str]]) -> Params | None:
-    """Validate one plugin's parameters; append located problems and return None when invalid."""
-    if plugin not in registry.specs[kind]:
-        field = ("name",) if kind == "dataset" else ("plugin",)  # the suite calls it dataset.name
-        problems.append((format_loc(loc + field) + _where(lines, loc + field), registry.unknown_message(kind, plugin)))
-        return None
-    spec = registry.specs[kind][plugin]
-    try:
-        return spec.params.model_validate(params)
-    except ValidationError as exc:
-        problems.extend(_pydantic_problems(exc, loc + ("params",), lines))
-        if any(e["type"] == "extra_forbidden" for e in exc.errors()):
-            problems.append((format_loc(loc + ("params",)), f"{plugin} accepts: {_allowed_fields(spec.params)}"))
-        return None
-    except Exception as exc:  # a plugin's own validator that raised something else: still located
-        problems.append((format_loc(loc + ("params",)) + _where(lines, loc + ("params",)),
-                         f"{plugin} rejected these parameters: {type(exc).__name__}: {exc}"))
-        return None
-
-
-def _raw_plugin_problems(data: dict, registry: Registry, lines: dict, problems: list[tuple[str, str]]) -> None:
-    """The parameter checks of every well-formed entry of a suite whose structure did not validate."""
-    ds = data.get("dataset")
-    if isinstance(ds, dict) and isinstance(ds.get("name"), str) and isinstance(ds.get("params", {}), dict):
-        _params_for(registry, "dataset", ds["name"], ds.get("params", {}), ("dataset",), lines, problems)
-    for kind, key in (("model", "models"), ("attack", "attacks")):
-        entries = data.get(key)
-        for i, e in enumerate(entries if isinstance(entries, list) else []):
-            if isinstance(e, dict) and isinstance(e.get("plugin"), str) and isinstance(e.get("params", {}), dict):
-                _params_for(registry, kind, e["plugin"], e.get("params", {}), (key, i), lines, problems)
-
-
-def _cross_ref_problems(doc: dict, lines: dict, problems: list[tuple[str, str]]) -> None:
-    """Unique names, and attacks' models / source naming models of the suite (on raw or dumped data)."""
-    def entries(key):
-        v = doc.get(key)
-        return [(i, e) for i, e in enumerate(v if isinstance(v, list) else []) if isinstance(e, dict)]
-
-    for key in ("models", "attacks"):
-        first: dict[str, int] = {}
-        for i, e in entries(key):
-            name = e.get("name")
-            if not isinstance(name, str):
-                continue
-            if name in first:
-                problems.append((f"{key}[{i}].name" + _where(lines, (key, i, "name")),
-                                 f"the name {name!r} is used twice (also by {key}[{first[name]}]); names must be unique"))
-            else:
-                first[name] = i
-    model_names = [e["name"] for _, e in entries("models") if isinstance(e.get("name"), str)]
-    for i, a in entries("attacks"):
-        refs = a.get("models")
-        for j, ref in enumerate(refs if isinstance(refs, list) else []):
-            if isinstance(ref, str) and ref not in model_names:
-                problems.append((f"attacks[{i}].models[{j}]" + _where(lines, ("attacks", i, "models", j)),
-                                 f"refers to model {ref!r}, which is not in this suite; models are {model_names}"))
-        src = a.get("source")
-        if isinstance(src, str) and src not in model_names:
-            problems.append((f"attacks[{i}].source" + _where(lines, ("attacks", i, "source")),
-                             f"refers to model {src!r}, which is not in this suite; models are {model_names}"))
 
 
 def eps_limits(input_shape: tuple[int, ...]) -> dict[Norm, float]:
@@ -507,46 +263,6 @@ def eps_limits(input_shape: tuple[int, ...]) -> dict[Norm, float]:
     numel = math.prod(input_shape)
     pixels = math.prod(input_shape[1:]) if len(input_shape) >= 2 else numel
     return {Norm.Linf: 1.0, Norm.L2: math.sqrt(numel), Norm.L1: float(numel), Norm.L0: float(pixels)}
-
-
-def _dataset_problems(suite: Suite, registry: Registry, dataset_params: Params, lines: dict,
-                      problems: list[tuple[str, str]], data_dir: Path | None) -> tuple[int, ...] | None:
-    """Split, classes, offset (when the data files are present) from the dataset plugin; returns the
-    input shape when the plugin can tell it without its files, else None."""
-    ref = suite.dataset
-    try:
-        dataset = construct(registry.specs["dataset"][ref.name].factory, dataset_params, Context(registry=registry))
-    except Exception as exc:
-        problems.append(("dataset.params" + _where(lines, ("dataset", "params")), f"{ref.name} rejected these parameters: {exc}"))
-        return None
-    try:
-        splits = list(dataset.splits)
-    except Exception:  # splits derived from files or another plugin that cannot answer now
-        splits = None
-    if splits is not None and ref.split not in splits:
-        problems.append(("dataset.split" + _where(lines, ("dataset", "split")),
-                         f"{ref.name} has splits {splits}, not {ref.split!r}"))
-    try:
-        info = dataset.info()
-    except Exception:  # e.g. an image folder whose classes come from its files: checked at run time
-        return None
-    if ref.classes:
-        for j, c in enumerate(ref.classes):
-            if c >= info.num_classes:
-                problems.append((f"dataset.classes[{j}]" + _where(lines, ("dataset", "classes", j)),
-                                 f"class {c} is not in 0..{info.num_classes - 1} ({ref.name} has {info.num_classes} classes)"))
-    if data_dir is not None and (splits is None or ref.split in splits):
-        try:
-            n = dataset.size(ref.split, Path(data_dir))
-        except UserInputError as exc:  # a data file that is damaged: name it now, not at run time
-            problems.append(("dataset.name" + _where(lines, ("dataset", "name")), str(exc)))
-            n = None
-        except Exception:  # a plugin's size() that cannot answer: the run checks again
-            n = None
-        if n is not None and ref.offset >= n:
-            problems.append(("dataset.offset" + _where(lines, ("dataset", "offset")),
-                             f"offset {ref.offset} is past the end of {ref.name}'s {ref.split} split ({n} samples)"))
-    return tuple(info.input_shape)
 
 
 def read_indices(file: Path) -> list[int]:
@@ -572,7 +288,7 @@ def _read_indices_file(suite: Suite, path: str, lines: dict, problems: list) -> 
     ref = suite.dataset
     if ref.indices_file is None:
         return
-    where = "dataset.indices_file" + _where(lines, ("dataset", "indices_file"))
+    where = "dataset.indices_file" + line_note(lines, ("dataset", "indices_file"))
     base = Path(path).resolve().parent if path and not path.startswith("<") else Path.cwd()
     file = Path(ref.indices_file).expanduser()
     file = file if file.is_absolute() else base / file
@@ -588,18 +304,6 @@ def _read_indices_file(suite: Suite, path: str, lines: dict, problems: list) -> 
         problems.append((where, f"{file}: {exc or type(exc).__name__}; expected an integer .npy array or a text file of integers"))
 
 
-def _suite_files(params: Params, path: str, loc: tuple, lines: dict, problems: list) -> Params:
-    """Suite-relative path parameters made absolute (against the suite file's folder); a file
-    that does not exist is a problem at its YAML location."""
-    from .content import anchor, missing
-
-    base = Path(path).resolve().parent if path and not path.startswith("<") else Path.cwd()
-    params = anchor(params, base)
-    for name, file in missing(params):
-        problems.append((format_loc(loc + (name,)) + _where(lines, loc + (name,)), f"file not found: {file}"))
-    return params
-
-
 def resolve(suite: Suite, registry: Registry, path: str = "<suite>", lines: dict | None = None, *,
             data_dir: Path | None = None) -> Resolved:
     """Check everything that needs the plugins: names, parameters, cross-references, eps against
@@ -607,26 +311,26 @@ def resolve(suite: Suite, registry: Registry, path: str = "<suite>", lines: dict
     files) the offset against the split's size. Raises one SuiteError listing every problem."""
     lines = lines or {}
     problems: list[tuple[str, str]] = []
-    _cross_ref_problems(suite.model_dump(mode="json"), lines, problems)
+    cross_ref_problems(suite.model_dump(mode="json"), lines, problems)
 
-    dataset_params = _params_for(registry, "dataset", suite.dataset.name, suite.dataset.params, ("dataset",), lines, problems)
+    dataset_params = params_for(registry, "dataset", suite.dataset.name, suite.dataset.params, ("dataset",), lines, problems)
     _read_indices_file(suite, path, lines, problems)
     shape = None
     if dataset_params is not None:
-        shape = _dataset_problems(suite, registry, dataset_params, lines, problems, data_dir)
+        shape = dataset_problems(suite, registry, dataset_params, lines, problems, data_dir)
     model_params = {}
     for i, m in enumerate(suite.models):
-        p = _params_for(registry, "model", m.plugin, m.params, ("models", i), lines, problems)
+        p = params_for(registry, "model", m.plugin, m.params, ("models", i), lines, problems)
         if p is not None:
-            model_params[m.name] = _suite_files(p, path, ("models", i, "params"), lines, problems)
+            model_params[m.name] = suite_files(p, path, ("models", i, "params"), lines, problems)
     attack_params = {}
     for i, a in enumerate(suite.attacks):
-        p = _params_for(registry, "attack", a.plugin, a.params, ("attacks", i), lines, problems)
+        p = params_for(registry, "attack", a.plugin, a.params, ("attacks", i), lines, problems)
         spec = registry.specs["attack"].get(a.plugin)
         if spec is not None and "transfer" in spec.factory.needs and not a.source:
-            problems.append((f"attacks[{i}].source" + _where(lines, ("attacks", i)), f"{a.plugin} is a transfer attack: name the source model with source: <model name>"))
+            problems.append((f"attacks[{i}].source" + line_note(lines, ("attacks", i)), f"{a.plugin} is a transfer attack: name the source model with source: <model name>"))
         if spec is not None and a.source and "transfer" not in spec.factory.needs:
-            problems.append((f"attacks[{i}].source" + _where(lines, ("attacks", i, "source")),
+            problems.append((f"attacks[{i}].source" + line_note(lines, ("attacks", i, "source")),
                              f"{a.plugin} is not a transfer attack and would ignore source:; remove it (only transfer attacks craft on another model)"))
         if p is None:
             continue
@@ -635,11 +339,11 @@ def resolve(suite: Suite, registry: Registry, path: str = "<suite>", lines: dict
         try:
             attack = construct(factory, p, Context(registry=registry))
         except Exception as exc:  # a constructor that rejects a parameter combination
-            problems.append((f"attacks[{i}].params" + _where(lines, ("attacks", i, "params")), f"{a.plugin} rejected these parameters: {exc}"))
+            problems.append((f"attacks[{i}].params" + line_note(lines, ("attacks", i, "params")), f"{a.plugin} rejected these parameters: {exc}"))
             continue
         if attack.kind == "bounded" and not suite.eps_for(attack.norm):
             problems.append(
-                (f"attacks[{i}]" + _where(lines, ("attacks", i)),
+                (f"attacks[{i}]" + line_note(lines, ("attacks", i)),
                  f"{a.name} is a bounded {attack.norm} attack, but epsilons has no {attack.norm} list; add e.g. epsilons: {{{attack.norm}: [...]}}")
             )
     limits = eps_limits(shape) if shape else {Norm.Linf: 1.0}
@@ -649,11 +353,11 @@ def resolve(suite: Suite, registry: Registry, path: str = "<suite>", lines: dict
         if too_big:
             why = "every Linf perturbation of an image in [0, 1] fits within 1" if norm == Norm.Linf else \
                 f"no two inputs of shape {'x'.join(map(str, shape))} in the [0, 1] box are further apart"
-            problems.append((f"epsilons.{norm}" + _where(lines, ("epsilons", str(norm))),
+            problems.append((f"epsilons.{norm}" + line_note(lines, ("epsilons", str(norm))),
                              f"eps {', '.join(f'{e:g}' for e in too_big)} beyond what the [0, 1] box allows for {norm} "
                              f"(at most {limit:g}: {why})"))
     for norm, eps in suite.headline.items():
-        where = f"headline.{norm}" + _where(lines, ("headline", str(norm)))
+        where = f"headline.{norm}" + line_note(lines, ("headline", str(norm)))
         if norm not in suite.epsilons:
             problems.append((where, f"no epsilons given for {norm}"))
         elif eps not in suite.epsilons[norm]:
@@ -662,23 +366,11 @@ def resolve(suite: Suite, registry: Registry, path: str = "<suite>", lines: dict
     if problems:
         raise SuiteError(path, problems)
     warnings: list[tuple[str, str]] = []
-    _inert_warnings(dataset_params, ("dataset", "params"), lines, warnings)
+    inert_warnings(dataset_params, ("dataset", "params"), lines, warnings)
     for i, m in enumerate(suite.models):
-        _inert_warnings(model_params[m.name], ("models", i, "params"), lines, warnings)
+        inert_warnings(model_params[m.name], ("models", i, "params"), lines, warnings)
     for i, a in enumerate(suite.attacks):
-        _inert_warnings(attack_params[a.name], ("attacks", i, "params"), lines, warnings)
+        inert_warnings(attack_params[a.name], ("attacks", i, "params"), lines, warnings)
     return Resolved(suite, path, dataset_params, model_params, attack_params, warnings)
 
 
-def _inert_warnings(params: Params, loc: tuple, lines: dict, out: list[tuple[str, str]]) -> None:
-    """A warning for each parameter set explicitly that cannot affect the run (nested parameter models too)."""
-    try:
-        inert = params.inert()
-    except Exception:  # a plugin's inert() that fails must not make a valid suite invalid
-        inert = {}
-    for name in params.model_fields_set:
-        if name in inert:
-            out.append((format_loc(loc + (name,)) + _where(lines, loc + (name,)), f"has no effect: {inert[name]}"))
-        value = getattr(params, name, None)
-        if isinstance(value, Params):
-            _inert_warnings(value, loc + (name,), lines, out)
