@@ -1,5 +1,6 @@
 """Built-in robench plugin ``exact``: the minimal adversarial perturbation of small ReLU networks,
-computed by mixed-integer programming (HiGHS for L0 / L1 / Linf, SCIP for L2).
+computed by mixed-integer programming (HiGHS MILP for L0 / L1 / Linf; for L2 SCIP on small
+inputs, else a branch and bound over HiGHS QPs).
 
 It is a ``minimal`` attack like any other: it returns one adversarial per sample and the harness
 verifies it. What the others cannot offer is the certificate: per sample the solver proves its
@@ -174,7 +175,7 @@ def robench_attacks():
     return [
         robench.AttackSpec(
             "exact", Exact,
-            "Exact minimal perturbation of ReLU networks by MILP (HiGHS) / MIQCP for L2 (SCIP), certified bracket on time-out; "
+            "Exact minimal perturbation of ReLU networks by MILP (HiGHS; L2: SCIP or QP branch and bound), certified bracket on time-out; "
             "white box, needs the exact extra",
             norms=(Norm.L0, Norm.L1, Norm.L2, Norm.Linf),
         )

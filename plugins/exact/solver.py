@@ -436,7 +436,7 @@ def _solve_highs(P, enc, *, time_limit, gap, threads, seed, use_start, cutoff=No
 def _solve_qp_bb(P, enc, *, time_limit, gap, threads, seed, use_start, cutoff=None):
     """Best-first branch and bound on the binaries, each node a convex QP (the LP relaxation of the
     network with the binaries fixed so far, objective ||e||^2) solved by HiGHS. SCIP's outer
-    approximation of a 784-dimensional cone left its bound at 0 after a minute on an MNIST MLP;
+    approximation of a 784-dimensional cone left its bound at 0 through a 30 s limit on an MNIST MLP;
     the QP relaxation is exact in the objective, so every node's bound is as strong as the LP
     relaxation allows. Returns the bound as the scaled norm (sqrt of the objective)."""
     import heapq
@@ -772,7 +772,7 @@ def _solve_once(ops: list[Op], x0: np.ndarray, label: int, norm: str, *, start: 
     bound_seconds = time.perf_counter() - tb
     upper = norm_of(start - x0, norm, channels) if start is not None else math.inf
     # L2 auto: SCIP (outer approximation of the cone) solves small inputs to optimality, but on MNIST
-    # (784 inputs) its bound stayed at 0 for a minute; there the QP branch and bound gives real
+    # (784 inputs) its bound stayed at 0 for a 30 s limit; there the QP branch and bound gives real
     # bounds though HiGHS's QP solver stalls on some nodes (measured, docs/exact.md).
     auto_l2 = "scip" if len(x0) <= SCIP_MAX_INPUTS else "qp-bb"
     backend = solver if solver != "auto" else (auto_l2 if norm == "L2" else "highs")
