@@ -304,3 +304,17 @@ def test_a_suite_runs_the_exact_solver_through_the_harness(tmp_path):
         assert attacked and all(r["success"] for r in attacked), [(r["label"], r["clean_pred"], r["success"], r["linf"]) for r in rows]
         records = c.get("records") or {}
         assert records.get("exact_optimal", 0) + records.get("exact_bracket", 0) == len(attacked), records
+
+
+def test_more_starting_attacks_only_shrink_the_region_and_keep_the_optimum():
+    from test_adapters_support import correct_batch, tiny_mlp
+
+    model = tiny_mlp().eval()
+    x, y = correct_batch(1)
+    plain = Exact(Exact.Params(norm="L2", time_limit=20))
+    more = Exact(Exact.Params(norm="L2", time_limit=20, init_attacks=("fb-ddn", "pdpgd")))
+    plain.run(model, x, y, eps=None, ctx=Context())
+    more.run(model, x, y, eps=None, ctx=Context())
+    for a, b in zip(plain.results, more.results):
+        assert a.status == b.status == "optimal"
+        assert b.upper == pytest.approx(a.upper, rel=1e-4)

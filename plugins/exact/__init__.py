@@ -20,11 +20,11 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 import robench
 from robench import Norm
-from robench.adapters import predict
+from robench.adapters import merge_best, predict
 from robench.errors import RobenchError
 
 from .network import UnsupportedNetwork, forward, lower
@@ -58,6 +58,7 @@ class ExactParams(robench.Params):
     bound_time: float = Field(10.0, ge=0, description="seconds per sample for LP bound tightening (at most half the time limit)")
     solver: Literal["auto", "highs", "scip", "qp-bb"] = Field("auto", description="auto: HiGHS MILP for L0/L1/Linf; for L2 (HiGHS has no MIQP) SCIP up to 100 inputs, else branch and bound over HiGHS QPs (qp-bb)")
     init_iter: int = Field(100, ge=0, description="iterations of the fab plugin for the starting adversarial (0: none, search the whole box)")
+    init_attacks: tuple[str, ...] = Field((), description="more minimal attack plugins (defaults, this norm if they take one) whose smaller adversarial per sample replaces fab's as the start")
     threads: int = Field(1, ge=1, description="solver threads (HiGHS)")
 
 
@@ -122,21 +123,36 @@ class Exact(robench.Attack):
 
     def _starts(self, model, x, y, todo, ctx, ops) -> list[np.ndarray | None]:
         p = self.params
-        if p.init_iter == 0 or not len(todo):
+        if (p.init_iter == 0 and not p.init_attacks) or not len(todo):
             return [None] * len(todo)
-        norm = Norm.L1 if self.norm == Norm.L0 else self.norm
         idx = torch.as_tensor(todo, device=x.device)
-        fab = ctx.attack("fab", {"norm": str(norm), "n_iter": p.init_iter})  # the run's FAB plugin
-        adv = fab.run(model, x[idx], y[idx], eps=None, ctx=ctx)
-        starts: list[np.ndarray | None] = []
-        for n, i in enumerate(todo):
-            a = adv[n].detach().double().cpu().flatten().numpy()
-            if not np.isfinite(a).all() or not bool(predict(model, adv[n : n + 1].float())[0] != y[i]):
-                starts.append(None)
-                continue
+        xs, ys = x[idx], y[idx]
+        channels = x.shape[1] if x.dim() == 4 else 1
+        adv = torch.full_like(xs, math.nan)
+        if p.init_iter > 0:
+            norm = Norm.L1 if self.norm == Norm.L0 else self.norm
+            fab = ctx.attack("fab", {"norm": str(norm), "n_iter": p.init_iter})  # the run's FAB plugin
+            adv = fab.run(model, xs, ys, eps=None, ctx=ctx).detach().clone()
             if self.norm == Norm.L0:
-                a = _revert_pixels(ops, x[i].detach().double().cpu().flatten().numpy(), a, int(y[i]), x.shape[1] if x.dim() == 4 else 1)
-            starts.append(a)
+                for n in range(len(xs)):
+                    if torch.isfinite(adv[n]).all():
+                        a = _revert_pixels(ops, xs[n].double().cpu().flatten().numpy(), adv[n].double().cpu().flatten().numpy(),
+                                           int(ys[n]), channels)
+                        adv[n] = torch.from_numpy(a).view_as(adv[n]).to(adv)
+        for name in p.init_attacks:
+            try:
+                other = ctx.attack(name, {"norm": str(self.norm)})
+            except ValidationError:  # an attack with one fixed norm takes no norm parameter
+                other = ctx.attack(name, {})
+            found = other.run(model, xs, ys, eps=None, ctx=ctx).detach()
+            unchanged = (found == xs).flatten(1).all(1).view(-1, *[1] * (xs.dim() - 1))  # a row equal to the input: none found
+            found = torch.where(unchanged, torch.full_like(found, math.nan), found)
+            adv = merge_best(xs, adv, found, self.norm)
+        starts: list[np.ndarray | None] = []
+        for n in range(len(xs)):
+            a = adv[n].detach().double().cpu().flatten().numpy()
+            ok = np.isfinite(a).all() and (a >= 0).all() and (a <= 1).all()
+            starts.append(a if ok and bool(predict(model, adv[n : n + 1].float())[0] != ys[n]) else None)
         return starts
 
     def _record(self, ctx) -> None:
