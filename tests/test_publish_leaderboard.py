@@ -169,8 +169,8 @@ def test_strongest_attack_time_warnings_and_provenance(store_path):
     md = to_markdown(res)
     header, body = parse_tables(md)["L2"]
     a = dict(zip(header, next(line for line in body if line[1].startswith("A"))))
-    # at eps 1 cw and pgd tie at 60%; the name breaks the tie
-    assert a["Strongest attack @1"] == "cw (60.0)"
+    # at eps 1 cw and pgd tie at 60%: both are named (issue 22: naming only the first hid pgd)
+    assert a["Strongest attack @1"] == "cw, pgd (60.0)"
     # cw once (0.02 s) + pgd at three eps (0.01 s each)
     assert float(a["s/sample (all attacks)"]) == pytest.approx(0.05)
     # cw failed on 1 of 9 correct samples of A: a masking / budget warning, flagged on A only

@@ -83,6 +83,14 @@ def plot_norm_cdf(res: SuiteResults, path: Path) -> Path | None:
     fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.2 * rows), squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
+    # the panels of one norm share their x axis (0 to the largest norm or eps of any of them)
+    xmax: dict[str, float] = {}
+    for (_, a, n), (values, _) in res.norm_samples.items():
+        if values:
+            xmax[n] = max(xmax.get(n, 0.0), max(values))
+    for n, eps in res.config.get("epsilons", {}).items():
+        if eps:
+            xmax[str(n)] = max(xmax.get(str(n), 0.0), max(float(e) for e in eps))
     for ax, (norm, attack) in zip(axes.flat, panels):
         for (model, a, n), (values, n_correct) in sorted(res.norm_samples.items()):
             if (n, a) != (norm, attack) or not n_correct:
@@ -94,6 +102,8 @@ def plot_norm_cdf(res: SuiteResults, path: Path) -> Path | None:
         ax.set_xlabel(f"{norm} of the smallest verified adversarial" + (" (pixels)" if norm == "L0" else ""))
         ax.set_ylabel("share of correct samples")
         ax.set_ylim(0, 1.02)
+        if xmax.get(norm):
+            ax.set_xlim(0, 1.05 * xmax[norm])
         ax.set_title(f"{attack} ({norm})", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -136,8 +136,10 @@ def ranking_table(res: SuiteResults, norm: str) -> Table:
                 cells.append(_pct_cell(r.robust_accuracy.get(head), " †" if r.via_surrogate else "", ref=(a, f"robust_accuracy/{head_txt}")))
         scored = [r for r in mine.values() if head is not None and not is_missing(r.robust_accuracy.get(head))]
         if scored:
-            s = min(scored, key=lambda r: (r.robust_accuracy[head], r.attack))
-            cells.append(Cell(f"{s.attack} ({pct(s.robust_accuracy[head])})", s.robust_accuracy[head], ref=(s.attack, f"robust_accuracy/{head_txt}")))
+            low = min(r.robust_accuracy[head] for r in scored)
+            # on a tie every attack at the lowest robust accuracy is named, in the suite's order
+            tied = [a for a in attacks if a in mine and mine[a] in scored and mine[a].robust_accuracy[head] == low]
+            cells.append(Cell(f"{', '.join(tied)} ({pct(low)})", low, ref=(tied[0], f"robust_accuracy/{head_txt}")))
         else:
             cells.append(Cell("–"))
         # attack time per sample summed over every cell (a bounded attack runs once per eps)
@@ -209,7 +211,7 @@ def summary_lines(res: SuiteResults) -> list[str]:
         f"Dataset **{ds.get('name')}** ({ds.get('split')} split{cls}, {n} samples from offset {ds.get('offset', 0)}); seed {cfg.get('seed')}.",
         "Robust accuracy (%) = correctly classified and no verified adversarial within eps (clean errors count as broken); "
         "[95% Wilson interval]. *best* = per sample, the smallest verified adversarial over all attacks of that norm. "
-        f"*Strongest attack* = the single attack with the lowest robust accuracy. {WARN} = see the warnings below.",
+        f"*Strongest attack* = the single attack with the lowest robust accuracy (every one of them on a tie). {WARN} = see the warnings below.",
     ]
 
 
