@@ -196,6 +196,7 @@ def compute(store: Store, suite: str) -> SuiteResults:
         smallest: dict[int, float] = {}
         rejected = 0
         fwd, bwd, sec = [], [], []
+        attacked = 0  # correctly classified rows over the cells: the samples an attack has to break
         cell_success: dict[float, float] = {}
         for c in group:
             rows_c = [s for s in samples_by_cell[c["key"]] if s["idx"] in idx]
@@ -204,6 +205,7 @@ def compute(store: Store, suite: str) -> SuiteResults:
             bwd += [s["backward"] for s in rows_c]
             sec += [s["seconds"] for s in rows_c]
             correct_rows = [s for s in rows_c if s["clean_pred"] == s["label"]]
+            attacked += len(correct_rows)
             if c["eps"] is not None and correct_rows:
                 cell_success[c["eps"]] = sum(s["success"] for s in correct_rows) / len(correct_rows)
             for s in rows_c:
@@ -231,9 +233,11 @@ def compute(store: Store, suite: str) -> SuiteResults:
             clean_accuracy=(len(correct) / n) if n else float("nan"),
             robust_accuracy=ra, robust_ci=ci, mean_norm=mean_norm, median_norm=median_norm, success_rate=succ_rate,
             rejected=rejected,
-            forward_per_sample=statistics.fmean(fwd) if fwd else None,
-            backward_per_sample=statistics.fmean(bwd) if bwd else None,
-            seconds_per_sample=statistics.fmean(sec) if sec else None,
+            # costs per sample attacked: a batch's passes and seconds over its correctly classified
+            # samples (a misclassified one is already broken), not over every sample of the batch
+            forward_per_sample=math.fsum(fwd) / attacked if fwd and attacked else None,
+            backward_per_sample=math.fsum(bwd) / attacked if bwd and attacked else None,
+            seconds_per_sample=math.fsum(sec) / attacked if sec and attacked else None,
             via_surrogate=any(c["via_surrogate"] for c in group), needs=group[0]["needs"], status=status,
             errors=errors, records=records, cell_success=cell_success, source=group[0]["source"], eps_list=eps_list,
         )

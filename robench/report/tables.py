@@ -211,7 +211,8 @@ def summary_lines(res: SuiteResults) -> list[str]:
         f"Dataset **{ds.get('name')}** ({ds.get('split')} split{cls}, {n} samples from offset {ds.get('offset', 0)}); seed {cfg.get('seed')}.",
         "Robust accuracy (%) = correctly classified and no verified adversarial within eps (clean errors count as broken); "
         "[95% Wilson interval]. *best* = per sample, the smallest verified adversarial over all attacks of that norm. "
-        f"*Strongest attack* = the single attack with the lowest robust accuracy (every one of them on a tie). {WARN} = see the warnings below.",
+        f"*Strongest attack* = the single attack with the lowest robust accuracy (every one of them on a tie). "
+        f"Costs (passes, s/sample) are per sample attacked: over the correctly classified samples. {WARN} = see the warnings below.",
     ]
 
 
