@@ -22,6 +22,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from yaml_paths import yaml_paths
 
 from robench.api import PARAM_INT_MAX, Params
 from robench.errors import SuiteError
@@ -41,19 +42,9 @@ values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=
                       max_leaves=6)
 
 
-def _paths(node, prefix=()):
-    yield prefix
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _paths(v, prefix + (k,))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _paths(v, prefix + (i,))
-
-
 def mutate_doc(doc: dict, draw_path, draw_op, draw_value, draw_key) -> dict:
     doc = copy.deepcopy(doc)
-    path = draw_path([p for p in _paths(doc) if p])
+    path = draw_path([p for p in yaml_paths(doc) if p])
     parent = doc
     for part in path[:-1]:
         parent = parent[part]

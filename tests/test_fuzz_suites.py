@@ -15,6 +15,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from yaml_paths import yaml_paths
 from typer.testing import CliRunner
 
 from robench.cli import app
@@ -56,17 +57,7 @@ values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=
                       max_leaves=8)
 
 
-def _paths(node, prefix=()):
-    yield prefix
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _paths(v, prefix + (k,))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _paths(v, prefix + (i,))
-
-
-ALL_PATHS = [p for p in _paths(BASE) if p]
+ALL_PATHS = [p for p in yaml_paths(BASE) if p]
 
 
 @st.composite
