@@ -351,7 +351,7 @@ from .evaluation import register_cli as _register_evaluate  # noqa: E402  (roben
 
 _register_evaluate(app, _fail)
 
-from .zoo import register_cli as _register_zoo  # noqa: E402
+from .zoo_commands import register_cli as _register_zoo  # noqa: E402
 
 _register_zoo(app, _fail)
 

@@ -14,7 +14,8 @@ from robench.cli import app
 from robench.plugins import get_registry
 from robench.run import RunOptions, run_suite
 from robench.suite import load_suite
-from robench.zoo import add_models, read_manifest
+from robench.zoo import read_manifest
+from robench.zoo_commands import add_models
 
 
 @pytest.fixture()
