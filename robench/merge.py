@@ -9,10 +9,8 @@ sources.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,26 +43,20 @@ class MergeReport:
     per_source: list[tuple[str, int, int]] = field(default_factory=list)  # (store, cells, samples) read
 
 
-def samples_digest(db: sqlite3.Connection) -> str:
+def samples_digest(store: Store) -> str:
     """A digest of a store's results (every sample row but timings), independent of file layout."""
-    h = hashlib.sha256()
-    for row in db.execute(f"SELECT cell, idx, {', '.join(SAMPLE_RESULT)} FROM samples ORDER BY cell, idx"):
-        h.update(repr(row).encode())
-    return h.hexdigest()[:20]
+    return store.samples_digest(SAMPLE_RESULT)
 
 
-def _open_source(path: Path) -> sqlite3.Connection:
-    """A source store, validated as a robench store, opened read-only."""
-    from .store import check_store_file
+def _open_source(path: Path) -> Store:
+    """A source store, validated as a robench store (and its schema version), opened read-only."""
+    from .store_files import check_store_file
 
     check_store_file(path)  # read-only: a foreign file is left untouched
-    Store(path, create=False).close()  # schema version
     try:
-        db = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=60)
-        db.execute("SELECT COUNT(*) FROM samples").fetchone()
-    except sqlite3.DatabaseError as exc:
+        return Store(path, create=False, read_only=True)
+    except StoreError as exc:
         raise StoreError(f"{path}: cannot read it as a robench results store ({exc})") from None
-    return db
 
 
 def _differences(a: dict, b: dict, columns: tuple[str, ...]) -> list[str]:
@@ -73,7 +65,7 @@ def _differences(a: dict, b: dict, columns: tuple[str, ...]) -> list[str]:
 
 def merge_stores(sources: list[Path], into: Path) -> MergeReport:
     from .paths import check_output_dir
-    from .store import StoreLock
+    from .store_files import StoreLock
 
     sources = [Path(p) for p in sources]
     into = Path(into)
@@ -96,8 +88,8 @@ def merge_stores(sources: list[Path], into: Path) -> MergeReport:
             try:
                 with dest.transaction():
                     for path, src in conns:
-                        _merge_one(dest.db, path, src, report)
-                    _record_merge(dest.db, sources, conns)
+                        _merge_one(dest, path, src, report)
+                    _record_merge(dest, conns)
             finally:
                 dest.close()
     except BaseException:
@@ -111,50 +103,39 @@ def merge_stores(sources: list[Path], into: Path) -> MergeReport:
     return report
 
 
-def _rows(db: sqlite3.Connection, query: str, args: tuple = ()) -> list[dict]:
-    cur = db.execute(query, args)
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, r)) for r in cur]
-
-
-def _merge_one(dest: sqlite3.Connection, path: Path, src: sqlite3.Connection, report: MergeReport) -> None:
+def _merge_one(dest: Store, path: Path, src: Store, report: MergeReport) -> None:
     # suites: one definition per name
-    for s in _rows(src, "SELECT * FROM suites"):
-        have = dest.execute("SELECT suite_hash FROM suites WHERE name=?", (s["name"],)).fetchone()
-        if have is None:
-            dest.execute("INSERT INTO suites VALUES (?, ?, ?, ?)", (s["name"], s["suite_hash"], s["config"], s["updated"]))
-        elif have[0] != s["suite_hash"]:
-            raise MergeConflict(f"{path}: suite {s['name']!r} has hash {s['suite_hash']}, the destination {have[0]}: "
+    for s in src.rows("suites"):
+        have = dest.rows("suites", name=s["name"])
+        if not have:
+            dest.insert_rows("suites", [s])
+        elif have[0]["suite_hash"] != s["suite_hash"]:
+            raise MergeConflict(f"{path}: suite {s['name']!r} has hash {s['suite_hash']}, the destination {have[0]['suite_hash']}: "
                                 "these are different versions of the suite; merge them into separate stores")
 
     # runs, with where they came from; a run merged before (same start, suite, host) is not copied twice
     run_ids: dict[int, int] = {}
-    for r in _rows(src, "SELECT * FROM runs ORDER BY id"):
+    for r in src.rows("runs", order="id"):
         prov = json.loads(r["provenance"])
         origin = prov.get("merged_from") or {"store": str(path.resolve()), "run_id": r["id"]}
-        same = [row for row in _rows(dest, "SELECT id, provenance FROM runs WHERE suite=? AND suite_hash=? AND started=?",
-                                     (r["suite"], r["suite_hash"], r["started"]))
+        same = [row for row in dest.rows("runs", order="id", suite=r["suite"], suite_hash=r["suite_hash"], started=r["started"])
                 if json.loads(row["provenance"]).get("host") == prov.get("host")]
         if same:
             run_ids[r["id"]] = same[0]["id"]
-            dest.execute("UPDATE runs SET finished=COALESCE(?, finished), status=? WHERE id=? AND status='running'",
-                         (r["finished"], r["status"], same[0]["id"]))
+            dest.close_running_run(same[0]["id"], r["finished"], r["status"])
             continue
         prov["merged_from"] = origin
-        cur = dest.execute("INSERT INTO runs (suite, suite_hash, started, finished, status, provenance) VALUES (?, ?, ?, ?, ?, ?)",
-                           (r["suite"], r["suite_hash"], r["started"], r["finished"], r["status"], json.dumps(prov, sort_keys=True)))
-        run_ids[r["id"]] = int(cur.lastrowid)
+        copy = {k: r[k] for k in ("suite", "suite_hash", "started", "finished", "status")}
+        run_ids[r["id"]] = dest.insert_rows("runs", [dict(copy, provenance=json.dumps(prov, sort_keys=True))])
         report.runs += 1
 
     # cells: same key must mean the same cell; keep the most finished status
-    cells = _rows(src, "SELECT * FROM cells")
+    cells = src.rows("cells", order="rowid")
     for c in cells:
-        have = _rows(dest, "SELECT * FROM cells WHERE key=?", (c["key"],))
+        have = dest.rows("cells", key=c["key"])
         run_id = run_ids.get(c["run_id"]) if c["run_id"] is not None else None
         if not have:
-            c = dict(c, run_id=run_id)
-            cols = list(c)
-            dest.execute(f"INSERT INTO cells ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", [c[k] for k in cols])
+            dest.insert_rows("cells", [dict(c, run_id=run_id)])
             report.cells_new += 1
             continue
         d = have[0]
@@ -163,19 +144,18 @@ def _merge_one(dest: sqlite3.Connection, path: Path, src: sqlite3.Connection, re
             raise MergeConflict(f"{path}: cell {c['key']} ({c['model']} / {c['attack']}) is defined differently in the destination: "
                                 + "; ".join(diff))
         if STATUS_RANK.get(c["status"], 0) > STATUS_RANK.get(d["status"], 0):
-            dest.execute("UPDATE cells SET status=?, error=?, records=?, run_id=?, updated=? WHERE key=?",
-                         (c["status"], c["error"], c["records"], run_id, c["updated"], c["key"]))
+            dest.update_cell(c["key"], status=c["status"], error=c["error"], records=c["records"], run_id=run_id, updated=c["updated"])
         if c["n_total"] > d["n_total"]:
-            dest.execute("UPDATE cells SET n_total=? WHERE key=?", (c["n_total"], c["key"]))
+            dest.update_cell(c["key"], n_total=c["n_total"])
 
     # samples: duplicates must be equal
     n_samples = 0
     conflicts: list[str] = []
     labels = {c["key"]: f"{c['model']} / {c['attack']}" + (f" @ {c['norm']} {c['eps']:g}" if c["eps"] is not None else "") for c in cells}
     for key in labels:
-        rows = _rows(src, "SELECT * FROM samples WHERE cell=?", (key,))
+        rows = src.rows("samples", cell=key)
         n_samples += len(rows)
-        have = {r["idx"]: r for r in _rows(dest, "SELECT * FROM samples WHERE cell=?", (key,))}
+        have = {r["idx"]: r for r in dest.rows("samples", cell=key)}
         new = []
         for r in rows:
             d = have.get(r["idx"])
@@ -187,47 +167,41 @@ def _merge_one(dest: sqlite3.Connection, path: Path, src: sqlite3.Connection, re
                 conflicts.append(f"cell {labels[key]}, sample {r['idx']}: " + "; ".join(diff))
             else:
                 report.samples_checked += 1
-        if new:
-            cols = list(new[0])
-            dest.executemany(f"INSERT INTO samples ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                             [[r[k] for k in cols] for r in new])
-            report.samples_new += len(new)
+        dest.insert_rows("samples", new)
+        report.samples_new += len(new)
     if conflicts:
         raise MergeConflict(f"{path}: {len(conflicts)} sample(s) differ from the destination's (values: this store vs destination):\n  "
                             + "\n  ".join(conflicts[:MAX_SHOWN]) + ("\n  ..." if len(conflicts) > MAX_SHOWN else ""))
 
     # clean predictions: one model version per (suite, model), equal rows
-    for r in _rows(src, "SELECT * FROM clean"):
-        d = _rows(dest, "SELECT * FROM clean WHERE suite=? AND model=? AND idx=?", (r["suite"], r["model"], r["idx"]))
+    for r in src.rows("clean"):
+        d = dest.rows("clean", suite=r["suite"], model=r["model"], idx=r["idx"])
         if not d:
-            dest.execute("INSERT INTO clean VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (r["suite"], r["model"], r["model_key"], r["idx"], r["sha256"], r["label"], r["pred"]))
+            dest.insert_rows("clean", [r])
             continue
         diff = _differences(r, d[0], ("model_key", "sha256", "label", "pred"))
         if diff:
             raise MergeConflict(f"{path}: model {r['model']} of suite {r['suite']}, sample {r['idx']}: clean prediction differs from the "
                                 f"destination's ({'; '.join(diff)}); were the models trained with different settings or devices?")
         report.clean_checked += 1
-    for r in _rows(src, "SELECT * FROM noise"):
-        d = _rows(dest, "SELECT * FROM noise WHERE suite=? AND model=? AND model_key=? AND sigma=? AND idx=?",
-                  (r["suite"], r["model"], r["model_key"], r["sigma"], r["idx"]))
+    for r in src.rows("noise"):
+        d = dest.rows("noise", suite=r["suite"], model=r["model"], model_key=r["model_key"], sigma=r["sigma"], idx=r["idx"])
         if not d:
-            dest.execute("INSERT INTO noise VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (r["suite"], r["model"], r["model_key"], r["sigma"], r["idx"], r["label"], r["pred"]))
+            dest.insert_rows("noise", [r])
         elif (d[0]["label"], d[0]["pred"]) != (r["label"], r["pred"]):
             raise MergeConflict(f"{path}: noise prediction of model {r['model']} at sigma {r['sigma']:g}, sample {r['idx']} differs "
                                 "from the destination's")
     report.per_source.append((str(path), len(cells), n_samples))
 
 
-def _record_merge(dest: sqlite3.Connection, sources: list[Path], conns) -> None:
+def _record_merge(dest: Store, conns: list[tuple[Path, Store]]) -> None:
     """One run of status 'merged' per suite involved: which files, with their digests, went in."""
-    suites = sorted({r[0] for _, src in conns for r in src.execute("SELECT name, suite_hash FROM suites")})
+    suites = sorted({s["name"] for _, src in conns for s in src.rows("suites")})
     listing = [{"store": str(p.resolve()), "samples_digest": samples_digest(src)} for p, src in conns]
     now = time.time()
     for name in suites:
-        suite_hash = dest.execute("SELECT suite_hash FROM suites WHERE name=?", (name,)).fetchone()[0]
+        suite_hash = dest.rows("suites", name=name)[0]["suite_hash"]
         prov = {"merged_from": listing, "robench": __version__, "host": platform.node(),
                 "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}
-        dest.execute("INSERT INTO runs (suite, suite_hash, started, finished, status, provenance) VALUES (?, ?, ?, ?, 'merged', ?)",
-                     (name, suite_hash, now, now, json.dumps(prov, sort_keys=True)))
+        dest.insert_rows("runs", [{"suite": name, "suite_hash": suite_hash, "started": now, "finished": now, "status": "merged",
+                                   "provenance": json.dumps(prov, sort_keys=True)}])

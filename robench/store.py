@@ -10,8 +10,8 @@ file that is not a robench store before anything opens it.
 from __future__ import annotations
 
 import json
+import hashlib
 import os
-import platform
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -19,85 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .errors import StoreError
-
-# -- before opening a store: one writer (the lock), and no foreign file mistaken for a store -------
-
-
-def check_store_file(path: Path) -> None:
-    """An existing store file must be a robench store; checked read-only, so a foreign file is left
-    exactly as it was (opening it as a store would switch it to WAL mode)."""
-    path = Path(path)
-    if not path.exists():
-        return
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except OSError as exc:
-        raise StoreError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    if head and head != b"SQLite format 3\x00":
-        raise StoreError(f"{path} is not a robench results store (not an SQLite file); move it away or use another --out")
-    if not head:
-        return  # an empty file: SQLite makes a new database of it
-    try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
-        try:
-            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        finally:
-            db.close()
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path} is not a robench results store ({exc}); move it away or use another --out") from None
-    if "meta" not in tables or "samples" not in tables:
-        raise StoreError(f"{path} is an SQLite file but not a robench results store (tables: {sorted(tables)}); "
-                         "move it away or use another --out")
-
-
-class StoreLock:
-    """One writer per store: an exclusive ``flock`` on ``<store>.lock``, held for the whole run.
-
-    The kernel drops the lock when the holder dies (even by SIGKILL), so a crashed run never
-    blocks the next one; the file keeps the holder's pid and host for the error message.
-    """
-
-    def __init__(self, store_path: Path):
-        self.store_path = Path(store_path)
-        self.path = self.store_path.with_name(self.store_path.name + ".lock")
-        self.fd: int | None = None
-
-    def acquire(self) -> StoreLock:
-        import fcntl
-
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise StoreError(f"cannot create the lock file {self.path}: {exc.strerror or exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
-            os.close(fd)
-            raise StoreError(
-                f"{self.store_path} is being written by another robench process ({holder}); "
-                "wait for it to finish, or give this run another --out"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {platform.node()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
-        self.fd = fd
-        return self
-
-    def release(self) -> None:
-        if self.fd is not None:
-            import fcntl
-
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-
-    def __enter__(self) -> StoreLock:
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
+from .store_files import StoreLock, check_store_file  # noqa: F401  (the store's file checks, re-exported)
 
 # -- the store ----------------------------------------------------------------------------------
 
@@ -217,7 +139,7 @@ def _nan_to_none(v):
 class Store:
     """A robench results store; use as a context manager or call :meth:`close`."""
 
-    def __init__(self, path: str | Path, *, create: bool = True):
+    def __init__(self, path: str | Path, *, create: bool = True, read_only: bool = False):
         self.path = Path(path)
         if not create and not self.path.is_file():
             raise StoreError(f"no results store at {self.path}")
@@ -228,7 +150,7 @@ class Store:
                 raise StoreError(f"cannot create the output folder {self.path.parent}: {exc}") from None
         # A store that cannot be written (a read-only file system, or permissions) can still be read:
         # it is opened read-only instead of failing as "not a robench results store".
-        self.read_only = not create and not (os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK))
+        self.read_only = read_only or (not create and not (os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK)))
         try:
             self.db = _open_read_only(self.path) if self.read_only else sqlite3.connect(self.path, timeout=60, isolation_level=None)
         except sqlite3.Error as exc:
@@ -410,6 +332,54 @@ class Store:
         ):
             out.setdefault(model, {})[sigma] = (int(correct), int(total))
         return out
+
+    # -- rows as stored, for copying between stores (robench.merge); call inside transaction() ----
+    def _columns(self, table: str, names: Iterable[str], also: tuple[str, ...] = ()) -> list[str]:
+        if table not in _COPY_TABLES:
+            raise StoreError(f"{self.path}: no table {table!r} to copy rows of (tables: {', '.join(_COPY_TABLES)})")
+        known = {r[0] for r in self.db.execute("SELECT name FROM pragma_table_info(?)", (table,))} | set(also)
+        names = list(names)
+        if not known.issuperset(names):
+            raise StoreError(f"{self.path}: no columns {sorted(set(names) - known)} in a table {table!r} of the store")
+        return names
+
+    def rows(self, table: str, order: str | None = None, **where: Any) -> list[dict]:
+        """Rows of ``table`` as stored (JSON columns left as text), those whose columns equal ``where``."""
+        self._columns(table, list(where) + ([order] if order else []), also=("rowid",))
+        cur = self.db.execute(f"SELECT * FROM {table}" + (" WHERE " + " AND ".join(f"{c}=?" for c in where) if where else "")
+                              + (f" ORDER BY {order}" if order else ""), tuple(where.values()))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur]
+
+    def insert_rows(self, table: str, rows: list[dict]) -> int | None:
+        """Insert rows as stored (all with the same columns); the rowid of the last one."""
+        if not rows:
+            return None
+        cols = self._columns(table, rows[0])
+        sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        if len(rows) == 1:
+            return int(self.db.execute(sql, [rows[0][c] for c in cols]).lastrowid)
+        self.db.executemany(sql, [[r[c] for c in cols] for r in rows])
+        return None
+
+    def update_cell(self, key: str, **values: Any) -> None:
+        cols = self._columns("cells", values)
+        self.db.execute(f"UPDATE cells SET {', '.join(f'{c}=?' for c in cols)} WHERE key=?", (*values.values(), key))
+
+    def close_running_run(self, run_id: int, finished: float | None, status: str) -> None:
+        """A run still marked 'running' takes the end another store recorded for it."""
+        self.db.execute("UPDATE runs SET finished=COALESCE(?, finished), status=? WHERE id=? AND status='running'",
+                        (finished, status, run_id))
+
+    def samples_digest(self, columns: Iterable[str]) -> str:
+        """A digest of the store's sample rows (``columns`` of each, by cell and index), independent of file layout."""
+        h = hashlib.sha256()
+        for row in self.db.execute(f"SELECT cell, idx, {', '.join(self._columns('samples', columns))} FROM samples ORDER BY cell, idx"):
+            h.update(repr(row).encode())
+        return h.hexdigest()[:20]
+
+
+_COPY_TABLES = ("suites", "runs", "cells", "samples", "clean", "noise")
 
 
 class _Transaction:
