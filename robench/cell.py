@@ -14,10 +14,13 @@ from typing import Callable, Iterator
 import torch
 
 from .api import Attack, Context, Model, Norm, Params, construct
+from .budget import BatchTracker, Budget, final_curve
 from .counting import CountingModel, check_attack_output
+from .curves import TrackedRow
 from .data import EvalData
 from .errors import RobenchError
 from .guard import check_unchanged, fingerprint, freeze
+from .norms import lp_norm, per_sample
 from .seeds import batch_seed, seed_everything
 from .store import SampleRow
 from .verify import verify
@@ -47,6 +50,8 @@ class CellJob:
     labels: list[int] = field(default_factory=list)
     needs: tuple[str, ...] = ()  # the attack's declared needs (white-box "weights" gates model.exposes)
     model_key: str = ""  # stable identity of the attacked model (attacks may key caches on it)
+    #: passes per sample, {"forward": N, "backward": M} (either may be missing); None: unlimited (robench.budget)
+    budget: dict | None = None
 
 
 @dataclass
@@ -58,6 +63,11 @@ class Candidates:
     forward: float  # passes per sample, counted by the harness's wrapper
     backward: float
     seconds: float  # attack time per sample
+    #: best-so-far from the wrapper's tracker (robench.budget): candidates (NaN rows: none), per-sample
+    #: curves of (forward, backward, norm) and the passes each sample had spent; None where not tracked
+    best: torch.Tensor | None = None
+    curves: list | None = None
+    spent: list | None = None
 
 
 @dataclass
@@ -119,8 +129,15 @@ def attack_cell(job: CellJob, factory: type[Attack], params: Params, model: Mode
         yb = data.y[pos].to(device)
         seed_everything(batch_seed(job.seed, job.key, data.indices[pos[0]]))
         counting.reset()
+        # Best-so-far needs the real model's scores: not tracked when the attack runs on a surrogate.
+        clean_b = torch.tensor([job.clean_pred[k] for k in chunk]) if job.clean_pred else yb.detach().cpu()
+        tracker = BatchTracker(xb, yb, clean_b, job.norm, job.eps, Budget.from_dict(job.budget), track=not job.via_surrogate)
+        counting.tracker = tracker
         t0 = time.perf_counter()
-        adv = attack.run(counting, xb.clone(), yb.clone(), eps=job.eps, ctx=ctx, source=source)
+        try:
+            adv = attack.run(counting, xb.clone(), yb.clone(), eps=job.eps, ctx=ctx, source=source)
+        finally:
+            counting.tracker = None
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
@@ -130,6 +147,10 @@ def attack_cell(job: CellJob, factory: type[Attack], params: Params, model: Mode
         n = len(pos)
         cand = Candidates(chunk, adv.detach().to("cpu", torch.float32), counting.forward_rows / n, counting.backward_rows / n,
                           seconds / n)
+        if tracker.track:
+            cand.best = None if tracker.best_x is None else tracker.best_x.to("cpu", torch.float32)
+            cand.curves = tracker.curves
+            cand.spent = list(zip(tracker.forward.tolist(), tracker.backward.tolist()))
         if not verify_rows:
             return BatchResult([], dict(ctx.records), cand)
         return BatchResult(verify_candidates(job, data, cand, checked, device), dict(ctx.records))
@@ -177,7 +198,9 @@ def verify_candidates(job: CellJob, data: EvalData, cand: Candidates, model: Mod
     check_attack_output(cand.adv, xb, f"attack plugin {job.attack_plugin}")
     _check_inputs(job, cand.chunk, xb, yb)
     verdict = verify(model, xb, yb, cand.adv.to(device), clean_pred, job.norm, job.eps)
-    return [
+    if cand.best is not None:
+        verdict = _best_so_far(job, cand, verdict, model, xb, yb, clean_pred, device)
+    rows = [
         SampleRow(
             idx=data.indices[i], sha256=data.sha256[i], label=int(yb[j]), clean_pred=int(clean_pred[j]),
             success=bool(verdict.success[j]), rejected=bool(verdict.rejected[j]), reject_reason=verdict.reasons[j],
@@ -187,6 +210,44 @@ def verify_candidates(job: CellJob, data: EvalData, cand: Candidates, model: Mod
         )
         for j, i in enumerate(pos)
     ]
+    if cand.curves is not None and cand.spent is not None and len(cand.curves) == len(rows) == len(cand.spent):
+        rows = [TrackedRow(**vars(row), curve=final_curve(cand.curves[j], row.success, float(verdict.norms[job.norm][j]),
+                                                         *cand.spent[j], bounded=job.eps is not None))
+                for j, row in enumerate(rows)]
+    return rows
+
+
+def _best_so_far(job: CellJob, cand: Candidates, verdict, model: Model, xb: torch.Tensor, yb: torch.Tensor,
+                 clean_pred: torch.Tensor, device: torch.device):
+    """Where the wrapper kept a better adversarial than the attack returned, the verified better one.
+
+    The kept candidates go through :func:`verify` like any returned one (only rows where they could
+    win: the attack's own failed, or for minimal attacks the kept one has a smaller norm); a row takes
+    the kept candidate only when that verifies and beats the attack's verified result.
+    """
+    best = cand.best.to(torch.float32)
+    if best.shape != xb.shape:
+        return verdict
+    have = ~torch.isnan(best.flatten(1)).any(1)
+    norm_best = torch.full((len(best),), float("inf"), dtype=torch.float64)
+    if bool(have.any()):
+        norm_best[have] = lp_norm(best[have].double() - xb[have.to(xb.device)].detach().cpu().double(), job.norm)
+    mine = verdict.norms[job.norm]
+    try_ = have & (~verdict.success | ((job.eps is None) & (norm_best < torch.nan_to_num(mine, nan=float("inf")))))
+    if not bool(try_.any()):
+        return verdict
+    alt = torch.where(per_sample(try_, best), best, torch.full_like(best, float("nan")))
+    other = verify(model, xb, yb, alt.to(device), clean_pred, job.norm, job.eps)
+    take = other.success & try_ & (~verdict.success | (other.norms[job.norm] < torch.nan_to_num(mine, nan=float("inf"))))
+    if not bool(take.any()):
+        return verdict
+    verdict.success = verdict.success | take
+    verdict.rejected = verdict.rejected & ~take  # the stored result is the kept, verified one
+    verdict.reasons = [None if bool(take[j]) else r for j, r in enumerate(verdict.reasons)]
+    for k in verdict.norms:
+        verdict.norms[k] = torch.where(take, other.norms[k], verdict.norms[k])
+    verdict.adversarial = torch.where(per_sample(take, verdict.adversarial), other.adversarial, verdict.adversarial)
+    return verdict
 
 
 def _check_inputs(job: CellJob, chunk: list[int], xb: torch.Tensor, yb: torch.Tensor) -> None:

@@ -82,15 +82,24 @@ class CountingModel(Model):
         self.forward_rows = 0
         self.backward_rows = 0
         self.weight_reads = 0
+        #: the current batch's budget and best-so-far tracker (robench.budget), set by the harness per batch
+        self.tracker = None
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         out = self.__model.scores(x)
         check_scores(out, x.shape[0], self.info.num_classes, self.who, nan=self.check_nan)
         n = out.shape[0]
         self.forward_rows += n
+        tracker = self.tracker
+        if tracker is not None:
+            out = tracker.forward_call(x, out)  # charged per sample; rows past the budget come back constant
         if out.requires_grad:
             def count(grad, n=n):
                 self.backward_rows += n
+                if tracker is not None:
+                    live = tracker.backward_mask(n)
+                    if live is not None:  # past the backward budget: no gradient for those rows
+                        grad = grad * live.to(grad.device, grad.dtype)[:, None]
                 return grad
             out.register_hook(count)
         return out
@@ -120,6 +129,10 @@ class CountingModel(Model):
             return read
         if kind == "forward":
             def forward(x, *args, **kwargs):
+                tracker = self.tracker
+                if tracker is not None and tracker.budget is not None:
+                    raise RobenchError(f"{self.who}: {name}() cannot be used under a query budget (the harness cannot make "
+                                       "its output uninformative past the budget); use scores()")
                 out = method(x, *args, **kwargs)
                 self.forward_rows += int(x.shape[0])
                 return out

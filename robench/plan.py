@@ -50,6 +50,8 @@ def cell_key(resolved: Resolved, c: dict[str, Any], model_keys: dict[str, str]) 
         "source": model_keys.get(a.source) if a.source else None,
         "seed": s.seed,
         "batch_size": a.batch_size or s.batch_size,
+        # Only when set, so the keys of unbudgeted cells (every store before budgets) are unchanged.
+        **({"budget": s.budget_for(a)} if s.budget_for(a) else {}),
     })
 
 

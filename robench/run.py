@@ -17,6 +17,7 @@ import torch
 
 from .cell import BatchResult, CellJob, describe_exception
 from .counting import CountingModel
+from .curves import write_curves
 from .data import EvalData, load_eval_data, load_train_data
 from .errors import StoreError, UserInputError
 from .models import ModelPool, default_cache_dir, resolve_device
@@ -175,7 +176,7 @@ class StoreSink:
             norm=c["norm"], eps=c["eps"], source=a.source, via_surrogate=via_surrogate, batch_size=a.batch_size or s.batch_size,
             positions=todo, clean_pred=[p for _, p, _ in stored], seed=s.seed, done_before=len(data.x) - len(todo),
             sha256=[sha for _, _, sha in stored], labels=[lbl for lbl, _, _ in stored], needs=tuple(sorted(factory.needs)),
-            model_key=r.model_keys[m.name],
+            model_key=r.model_keys[m.name], budget=s.budget_for(a),
         )
         self._completed[key] = job.done_before
         if not self.interleaved:
@@ -185,6 +186,7 @@ class StoreSink:
 
     def write(self, job: CellJob, batch: BatchResult) -> None:
         self.store.write_samples(job.key, batch.rows, records=batch.records or None)
+        write_curves(self.store, job.key, batch.rows)  # best-so-far curves (robench.curves), where tracked
         self._seconds[job.key] = self._seconds.get(job.key, 0.0) + sum(r.seconds for r in batch.rows)
         self._completed[job.key] = done = self._completed.get(job.key, 0) + len(batch.rows)
         if not self.interleaved:

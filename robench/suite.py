@@ -137,6 +137,19 @@ class ModelEntry(_Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="the plugin's parameters")
 
 
+class BudgetSpec(_Strict):
+    """Passes per sample an attack may spend (robench.budget): past them the model answers uninformatively."""
+
+    forward: int | None = Field(None, ge=1, le=10**9, description="forward passes (rows of scores) per sample")
+    backward: int | None = Field(None, ge=0, le=10**9, description="backward passes per sample")
+
+    @model_validator(mode="after")
+    def _some(self):
+        if self.forward is None and self.backward is None:
+            raise ValueError("a budget sets forward, backward or both")
+        return self
+
+
 class AttackEntry(_Strict):
     name: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX, description="name of this attack in tables (unique in the suite)")
     plugin: str = Field(description="attack plugin name (see `robench plugins`)")
@@ -144,6 +157,7 @@ class AttackEntry(_Strict):
     models: Annotated[list[str], Field(min_length=1)] | None = Field(None, description="run only against these models (default: all)")
     source: str | None = Field(None, description="for transfer attacks: the model the adversarials are crafted on")
     batch_size: int | None = Field(None, ge=1, le=BATCH_MAX, description="samples per attack call (default: the suite's batch_size)")
+    budget: BudgetSpec | None = Field(None, description="passes per sample this attack may spend (default: the suite's budget)")
 
 
 class NoiseSpec(_Strict):
@@ -182,6 +196,7 @@ class Suite(_Strict):
         default_factory=dict, description="the eps per norm that ranks the leaderboard (default: the middle one)"
     )
     noise: NoiseSpec | None = Field(None, description="also measure accuracy under Gaussian noise")
+    budget: BudgetSpec | None = Field(None, description="passes per sample every attack may spend (an attack's own budget replaces it)")
 
     @field_validator("epsilons")
     @classmethod
@@ -194,6 +209,11 @@ class Suite(_Strict):
             v[norm] = sorted(float(e) for e in values)
         return v
 
+    def budget_for(self, attack: AttackEntry) -> dict[str, int] | None:
+        """The attack's budget (its own, else the suite's) as {"forward": N, "backward": M}; None: unlimited."""
+        spec = attack.budget or self.budget
+        return spec.model_dump(exclude_none=True) if spec else None
+
     def eps_for(self, norm: Norm) -> list[float]:
         return list(self.epsilons.get(norm, []))
 
@@ -205,7 +225,12 @@ class Suite(_Strict):
 
     def content_hash(self) -> str:
         # the estimate is a note on cost, not part of what is measured: it does not change the hash
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json", exclude={"estimate"}), sort_keys=True).encode()).hexdigest()[:16]
+        dump = self.model_dump(mode="json", exclude={"estimate"})
+        # An unset budget is left out, so suites written before budgets keep their hash.
+        for entry in [dump] + dump.get("attacks", []):
+            if entry.get("budget") is None:
+                entry.pop("budget", None)
+        return hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass

@@ -1,0 +1,178 @@
+"""Query budgets and best-so-far tracking, applied by the counting wrapper (:class:`robench.counting.CountingModel`).
+
+While an attack runs one batch, a :class:`BatchTracker` sees every call it makes to the model's
+``scores`` (and so ``predict``) and every backward pass through them.
+
+**Attributing rows to samples.** A call with exactly one row per sample of the batch (``n == B``,
+the shape almost every attack iterates with) is attributed row by row: row ``i`` is a pass for
+sample ``i``. The rows of any other call (a subset of the batch, or the batch repeated ``k`` times,
+restarts, a population) cannot be attributed without guessing, so such a call charges **every**
+sample ``ceil(n / B)`` passes, AttackBench's per-call rule (one call = one pass for all samples,
+``k`` passes for ``k`` copies). The rule is not adversary-proof: a call of ``n < B`` rows that
+all perturb one sample gives that sample ``n`` queries for one charged pass; the harness's reported
+forward/backward counts (rows actually computed) are unchanged by budgets and stay exact.
+
+**Budgets.** ``budget: {forward: N, backward: M}`` is per sample. An attributed row whose sample has
+spent its N forward passes is answered with constant scores (zeros: every class equal, argmax 0)
+that carry no gradient; an unattributed call is answered (for all its rows) only while every sample
+of the batch has ``ceil(n / B)`` passes left, else all its rows get the constant. A backward pass
+through a row whose sample has spent its M backward passes gets a zero gradient (the same two
+rules). Only rows answered within budget are charged, so a sample's spent passes never exceed its
+budget. Methods a model exposes beyond ``scores`` (``Model.exposes`` kind ``"forward"``) cannot be
+blanked and are refused under a budget.
+
+**Best so far.** For attributed calls answered within budget, the tracker applies the harness's
+own rules to the scores the attack asked for (no extra model call): a row is adversarial when it
+is finite, lies in [0, 1] and its argmax is not the label; bounded attacks also need its norm
+within eps (:func:`robench.verify.within_eps`). It keeps per sample the smallest-norm such row
+(minimal attacks) or the first (bounded attacks), and a curve of ``(forward, backward, norm)``
+points, one per improvement, where forward/backward are the passes the sample had spent then.
+Samples the model already misclassifies start at norm 0. Tracking is off when the attack runs on a
+surrogate (its scores are not the real model's). The harness re-verifies the kept candidates with
+:func:`robench.verify.verify` before using any of them (:func:`robench.cell.verify_candidates`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .api import Norm
+from .norms import lp_norm
+from .verify import within_eps
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Passes per sample; None means unlimited."""
+
+    forward: int | None = None
+    backward: int | None = None
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any] | None) -> Budget | None:
+        if not value:
+            return None
+        budget = cls(value.get("forward"), value.get("backward"))
+        return None if budget.forward is None and budget.backward is None else budget
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: v for k, v in (("forward", self.forward), ("backward", self.backward)) if v is not None}
+
+
+class BatchTracker:
+    """Per-sample pass accounting, budget enforcement and best-so-far for one batch of one attack."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, clean_pred: torch.Tensor, norm: Norm, eps: float | None,
+                 budget: Budget | None = None, *, track: bool = True):
+        self.x = x.detach()
+        self.y = y.detach().to(x.device)
+        self.n = len(x)
+        self.norm = Norm(norm)
+        self.eps = eps
+        self.budget = budget
+        self.track = track
+        self.forward = torch.zeros(self.n, dtype=torch.long)  # passes charged per sample (CPU)
+        self.backward = torch.zeros(self.n, dtype=torch.long)
+        self.blanked_rows = 0  # rows answered with the constant (past budget)
+        clean_wrong = clean_pred.detach().cpu() != y.detach().cpu()
+        self.best = torch.full((self.n,), math.inf, dtype=torch.float64)
+        self.best[clean_wrong] = 0.0
+        self.best_x: torch.Tensor | None = None  # (N, ...) float32 on x's device; NaN rows: none kept
+        self.curves: list[list[tuple[int, int, float]]] = [[(0, 0, 0.0)] if w else [] for w in clean_wrong.tolist()]
+        self._done = clean_wrong.clone()  # bounded: first success found; minimal: norm 0 (cannot improve)
+
+    # -- the wrapper's hooks ----------------------------------------------------------------
+    def forward_call(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Charge one ``scores`` call, blank what is past budget, update best-so-far; returns the scores the attack gets."""
+        n = out.shape[0]
+        limit = self.budget.forward if self.budget else None
+        if n == self.n:
+            live = torch.ones(n, dtype=torch.bool) if limit is None else self.forward < limit
+            self.forward += live.long()
+            if self.track:
+                self._observe(x, out, live)
+        else:
+            k = -(-n // self.n) if self.n else 0
+            ok = limit is None or bool((self.forward + k <= limit).all())
+            if ok:
+                self.forward += k
+            live = torch.full((n,), ok, dtype=torch.bool)
+        if bool(live.all()):
+            return out
+        self.blanked_rows += int((~live).sum())
+        return torch.where(live.to(out.device)[:, None], out, torch.zeros((), dtype=out.dtype, device=out.device))
+
+    def backward_mask(self, n: int) -> torch.Tensor | None:
+        """Charge one backward pass through ``n`` score rows; a (n,) mask of the rows whose gradient may flow (None: all)."""
+        limit = self.budget.backward if self.budget else None
+        if n == self.n:
+            live = torch.ones(n, dtype=torch.bool) if limit is None else self.backward < limit
+            self.backward += live.long()
+        else:
+            k = -(-n // self.n) if self.n else 0
+            ok = limit is None or bool((self.backward + k <= limit).all())
+            if ok:
+                self.backward += k
+            live = torch.full((n,), ok, dtype=torch.bool)
+        return None if bool(live.all()) else live
+
+    # -- best so far ------------------------------------------------------------------------
+    def _observe(self, xq: torch.Tensor, out: torch.Tensor, live: torch.Tensor) -> None:
+        if bool(self._done.all()):
+            return
+        with torch.no_grad():
+            xq = xq.detach()
+            if xq.shape != self.x.shape:
+                return
+            flat = xq.flatten(1)
+            ok = (out.detach().argmax(1) != self.y) & torch.isfinite(flat).all(1) & (flat >= 0).all(1) & (flat <= 1).all(1)
+            ok = ok.cpu() & live & ~self._done
+            if not bool(ok.any()):
+                return
+            idx = torch.nonzero(ok).flatten()
+            d = idx.to(xq.device)
+            norms = lp_norm((xq[d] - self.x[d]).double(), self.norm).cpu()
+            if self.eps is not None:
+                good = within_eps(norms, self.eps, self.norm)
+            else:
+                good = norms < self.best[idx]
+            if not bool(good.any()):
+                return
+            idx, norms = idx[good], norms[good]
+            if self.best_x is None:
+                self.best_x = torch.full_like(self.x, float("nan"), dtype=torch.float32)
+            self.best_x[idx.to(xq.device)] = xq[idx.to(xq.device)].float()
+            self.best[idx] = norms
+            for i, v in zip(idx.tolist(), norms.tolist()):
+                self.curves[i].append((int(self.forward[i]), int(self.backward[i]), float(v)))
+            if self.eps is not None:
+                self._done[idx] = True
+            else:
+                self._done[idx] |= norms == 0
+
+
+def final_curve(curve: list[tuple[int, int, float]], success: bool, norm: float | None,
+                forward: int, backward: int, *, bounded: bool = False) -> list[list[float]]:
+    """The curve stored with a sample: its points that the verified result does not undercut, ending at that result.
+
+    ``norm`` is the verified norm the harness stores; ``forward``/``backward`` what the sample had spent at
+    the end of the batch (for a final point the queries never showed, e.g. a returned but unqueried candidate).
+    For bounded attacks the curve is the first success only (or the end of the batch when no query showed one).
+    Points the verification disowned (a tracked norm below the verified result: a randomized model, or the
+    verifier's float-residue rule) are dropped, so the curve is monotone and its last point is the result.
+    """
+    if not success or norm is None or norm != norm:
+        return []
+    if bounded:  # the curve is the first success; which candidate the result kept does not move it
+        return [[f, b, v] for f, b, v in curve[:1]] or [[int(forward), int(backward), float(norm)]]
+    kept = [[f, b, v] for f, b, v in curve if v >= norm - 1e-12]
+    if not kept or kept[-1][2] > norm + 1e-12:
+        kept.append([int(forward), int(backward), float(norm)])
+    return kept
+
+
+__all__ = ["BatchTracker", "Budget", "final_curve"]

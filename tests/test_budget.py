@@ -1,0 +1,290 @@
+"""Query budgets and best-so-far tracking in the counting wrapper (robench.budget, robench.cell)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import pytest
+import torch
+
+from robench.api import Attack, DatasetInfo, Model, NoParams, Norm
+from robench.budget import BatchTracker, Budget, final_curve
+from robench.cell import CellJob, attack_cell
+from robench.counting import CountingModel
+from robench.curves import TrackedRow, read_curves, write_curves
+from robench.data import EvalData
+from robench.errors import RobenchError
+from robench.store import Store
+
+D = 8
+INFO = DatasetInfo("toy", (1, 1, D), ("a", "b"))
+
+
+class Linear(Model):
+    """Two classes, s = W x + b: the exact minimal L2 adversarial is the projection on the boundary."""
+
+    trainable = False
+
+    def __init__(self):
+        super().__init__(NoParams(), INFO)
+        g = torch.Generator().manual_seed(0)
+        self.lin = torch.nn.Linear(D, 2)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.randn(2, D, generator=g))
+            self.lin.bias.copy_(-self.lin.weight.sum(1) * 0.5)  # the boundary passes through the box's centre
+
+    def scores(self, x):
+        return self.lin(x.flatten(1))
+
+
+def make_data(model: Model, n: int = 6) -> EvalData:
+    g = torch.Generator().manual_seed(1)
+    x = 0.4 + 0.2 * torch.rand(n, *INFO.input_shape, generator=g)
+    with torch.no_grad():
+        y = model.scores(x).argmax(1)  # every sample correctly classified
+    y[0] = 1 - y[0]  # except the first: already broken at norm 0
+    sha = [hashlib.sha256(x[i].numpy().tobytes()).hexdigest() for i in range(n)]
+    return EvalData(INFO, x, y, list(range(n)), sha)
+
+
+def make_job(data: EvalData, model: Model, norm: Norm = Norm.L2, eps=None, budget=None) -> CellJob:
+    with torch.no_grad():
+        pred = model.scores(data.x).argmax(1).tolist()
+    n = len(data.x)
+    return CellJob(key="k", label="toy", model="m", model_plugin="linear", attack="a", attack_plugin="a", norm=norm, eps=eps,
+                   source=None, via_surrogate=False, batch_size=n, positions=list(range(n)), clean_pred=pred, seed=0,
+                   done_before=0, sha256=list(data.sha256), labels=data.y.tolist(), budget=budget)
+
+
+def run_cell(attack: type[Attack], model: Model, data: EvalData, **job_kw):
+    job = make_job(data, model, **job_kw)
+    batches = list(attack_cell(job, attack, NoParams(), model, None, data, torch.device("cpu"), None, lambda m: None))
+    return [r for b in batches for r in b.rows]
+
+
+class OneStepExact(Attack):
+    """Pass 1: scores and gradient at x; the exact boundary projection (tiny overshoot) is queried at pass 2,
+    then three farther points: nothing after the second pass can improve the best."""
+
+    kind = "minimal"
+    seen: list[torch.Tensor] = []
+
+    def run(self, model, x, y, *, eps, ctx, source=None):
+        x = x.clone().requires_grad_(True)
+        s = model.scores(x)
+        other = 1 - y
+        margin = s.gather(1, y[:, None]) - s.gather(1, other[:, None])
+        (g,) = torch.autograd.grad(margin.sum(), x)
+        m = margin.detach().flatten()
+        step = (m / g.flatten(1).pow(2).sum(1) * 1.001).reshape(-1, 1, 1, 1)
+        adv = (x.detach() - step * g).clamp(0, 1)
+        with torch.no_grad():
+            for k in range(4):
+                model.scores(x.detach() + (adv - x.detach()) * (1 + k))  # 1x, 2x, 3x, 4x the step
+        return adv
+
+
+class RandomSearch(Attack):
+    """Minimal L2 by random directions of growing radius: 20 queries per sample, returns the LAST adversarial it saw
+    (not the best): the harness's best-so-far must then beat the attack's own result."""
+
+    kind = "minimal"
+    randomized = True
+    steps = 20
+    log: list = []
+
+    def run(self, model, x, y, *, eps, ctx, source=None):
+        last = torch.full_like(x, float("nan"))
+        for k in range(self.steps):
+            d = torch.randn_like(x)
+            d = d / d.flatten(1).norm(dim=1).reshape(-1, 1, 1, 1)
+            cand = (x + d * (0.1 + 0.3 * torch.rand(len(x), 1, 1, 1))).clamp(0, 1)
+            with torch.no_grad():
+                s = model.scores(cand)
+            RandomSearch.log.append(s.detach().clone())
+            hit = s.argmax(1) != y
+            last[hit] = cand[hit]
+        return last
+
+
+def test_one_step_exact_curve_is_flat_after_its_pass():
+    model = Linear()
+    data = make_data(model)
+    rows = run_cell(OneStepExact, model, data)
+    w = model.lin.weight.detach()
+    exact = []
+    for i, r in enumerate(rows):
+        assert isinstance(r, TrackedRow)
+        if i == 0:  # misclassified: broken at norm 0 before any pass
+            assert r.curve == [[0, 0, 0.0]] and r.l2 == 0.0
+            continue
+        assert r.success
+        with torch.no_grad():
+            s = model.scores(data.x[i : i + 1])[0]
+        y = int(data.y[i])
+        exact.append(float((s[y] - s[1 - y]) / (w[y] - w[1 - y]).norm()))
+        # one improvement, at the second forward pass (the first query of the projection), after one backward
+        assert len(r.curve) == 1, r.curve
+        f, b, v = r.curve[0]
+        assert (f, b) == (2, 1)
+        assert v == pytest.approx(r.l2, rel=1e-9)
+        assert v == pytest.approx(exact[-1] * 1.001, rel=1e-4)
+
+
+def test_best_so_far_is_monotone_and_the_final_result():
+    model = Linear()
+    data = make_data(model)
+    RandomSearch.log = []
+    rows = run_cell(RandomSearch, model, data)
+    broken = [r for r in rows if r.success and r.clean_pred == r.label]
+    assert broken, "the random search should break some samples"
+    for r in broken:
+        f = [p[0] for p in r.curve]
+        v = [p[2] for p in r.curve]
+        assert f == sorted(f) and all(a > b for a, b in zip(v, v[1:])), r.curve
+        assert v[-1] == pytest.approx(r.l2, rel=1e-9)  # the curve ends at the stored result
+        assert f[-1] <= RandomSearch.steps
+    for r in rows:
+        if not r.success:
+            assert r.curve == []
+
+
+def test_best_so_far_beats_the_returned_candidate_and_is_reverified():
+    """The attack returns its last hit; the stored result is the smallest one it queried (verified)."""
+    model = Linear()
+    data = make_data(model)
+
+    class NoTracking(RandomSearch):
+        pass
+
+    rows = run_cell(RandomSearch, model, data)
+    # the attack's own result, verified without best-so-far: run the cell with tracking off (a surrogate run turns it off)
+    job = make_job(data, model)
+    from robench import cell as cell_mod
+
+    orig = cell_mod.BatchTracker
+
+    def untracked(*a, **kw):
+        kw["track"] = False
+        return orig(*a, **kw)
+
+    cell_mod.BatchTracker = untracked
+    try:
+        own = [r for b in attack_cell(job, NoTracking, NoParams(), model, None, data, torch.device("cpu"), None, lambda m: None)
+               for r in b.rows]
+    finally:
+        cell_mod.BatchTracker = orig
+    assert not any(isinstance(r, TrackedRow) for r in own)
+    better = 0
+    for a, b in zip(rows, own):
+        assert a.success >= b.success
+        if b.success:
+            assert a.l2 <= b.l2 + 1e-12
+            better += a.l2 < b.l2 - 1e-9
+    assert better, "returning the last hit should lose to the best hit on some sample"
+
+
+def test_budget_blanks_scores_and_gradients_past_it():
+    model = Linear()
+    data = make_data(model)
+    RandomSearch.log = []
+    rows = run_cell(RandomSearch, model, data, budget={"forward": 5})
+    assert len(RandomSearch.log) == RandomSearch.steps
+    for k, s in enumerate(RandomSearch.log):
+        if k < 5:
+            assert (s != 0).any(1).all(), f"call {k + 1} is within budget"
+        else:
+            assert (s == 0).all(), f"call {k + 1} is past the budget of 5 but got informative scores"
+    for r in rows:
+        assert all(p[0] <= 5 for p in r.curve), r.curve
+        assert r.forward == RandomSearch.steps  # the reported count is the rows the model computed
+
+    # gradients: a backward budget of 1 lets the first gradient through, zeroes the second
+    job = make_job(data, model, budget={"backward": 1})
+    x, y = data.x.clone(), data.y.clone()
+    counting = CountingModel(model, "toy")
+    counting.tracker = BatchTracker(x, y, torch.tensor(job.clean_pred), Norm.L2, None, Budget.from_dict(job.budget))
+    grads = []
+    for _ in range(2):
+        xr = x.clone().requires_grad_(True)
+        counting.scores(xr)[:, 0].sum().backward()
+        grads.append(xr.grad.clone())
+    assert grads[0].abs().sum() > 0 and grads[1].abs().sum() == 0
+    assert counting.tracker.backward.tolist() == [1] * len(x)
+
+
+def test_budgeted_curve_is_the_prefix_of_the_unbudgeted_one():
+    model = Linear()
+    data = make_data(model)
+    full = run_cell(RandomSearch, model, data)
+    cut = run_cell(RandomSearch, model, data, budget={"forward": 7})
+    for a, b in zip(full, cut):
+        assert b.curve == [p for p in a.curve if p[0] <= 7], (a.curve, b.curve)
+
+
+def test_unattributed_calls_charge_every_sample():
+    x = torch.rand(4, *INFO.input_shape)
+    y = torch.zeros(4, dtype=torch.long)
+    t = BatchTracker(x, y, y, Norm.L2, None, Budget(forward=3))
+    out = torch.ones(8, 2)
+    assert (t.forward_call(torch.cat([x, x]), out) == 1).all()  # 8 rows for 4 samples: 2 passes each
+    assert t.forward.tolist() == [2] * 4
+    assert (t.forward_call(x[:1], out[:1]) == 1).all()  # a subset: one pass each (the per-call rule)
+    assert t.forward.tolist() == [3] * 4
+    assert (t.forward_call(x[:2], out[:2]) == 0).all()  # budget spent: constant scores
+    assert t.forward.tolist() == [3] * 4 and t.blanked_rows == 2
+
+
+def test_exposed_forward_methods_are_refused_under_a_budget():
+    class Exposing(Linear):
+        exposes = {"logits": "forward"}
+
+        def logits(self, x):
+            return self.scores(x)
+
+    m = Exposing()
+    c = CountingModel(m, "toy")
+    x = torch.rand(2, *INFO.input_shape)
+    c.logits(x)
+    c.tracker = BatchTracker(x, torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long), Norm.L2, None, Budget(5))
+    with pytest.raises(RobenchError, match="query budget"):
+        c.logits(x)
+
+
+def test_bounded_curve_is_the_first_success():
+    assert final_curve([(3, 0, 0.2), (9, 0, 0.1)], True, 0.25, 20, 0, bounded=True) == [[3, 0, 0.2]]
+    assert final_curve([], True, 0.25, 20, 0, bounded=True) == [[20, 0, 0.25]]
+    # minimal: points below the verified result are dropped, the result closes the curve
+    assert final_curve([(1, 0, 0.5), (4, 0, 0.3)], True, 0.4, 10, 2) == [[1, 0, 0.5], [10, 2, 0.4]]
+    assert final_curve([(1, 0, 0.5)], False, math.nan, 10, 2) == []
+
+
+def test_curves_round_trip_through_the_store(tmp_path):
+    model = Linear()
+    data = make_data(model)
+    rows = run_cell(OneStepExact, model, data)
+    with Store(tmp_path / "r.sqlite") as store:
+        assert read_curves(store, "k") == {}  # no table yet: a store from before curves
+        assert write_curves(store, "k", rows) == len(rows)
+        got = read_curves(store, "k")
+    assert got == {r.idx: r.curve for r in rows}
+
+
+def test_suite_budget_schema_and_keys():
+    from robench.suite import AttackEntry, BudgetSpec, Suite
+
+    base = dict(name="s", dataset={"name": "digits"}, models=[{"name": "m", "plugin": "mlp"}],
+                attacks=[{"name": "a", "plugin": "pgd"}])
+    plain = Suite(**base)
+    assert plain.budget_for(plain.attacks[0]) is None
+    hashed = plain.content_hash()
+    wide = Suite(**base, budget={"forward": 100})
+    assert wide.budget_for(wide.attacks[0]) == {"forward": 100}
+    assert wide.content_hash() != hashed
+    own = AttackEntry(name="b", plugin="pgd", budget={"forward": 10, "backward": 10})
+    assert wide.budget_for(own) == {"forward": 10, "backward": 10}
+    with pytest.raises(ValueError, match="forward, backward or both"):
+        BudgetSpec()
+    with pytest.raises(ValueError):
+        BudgetSpec(forward=0)
