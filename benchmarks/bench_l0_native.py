@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -30,10 +28,9 @@ import torch
 import robench
 from robench import Norm
 from robench.plugins import load_registry
-from robench.verify import verify
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_pdpgd import eval_images, get_model  # noqa: E402  (same model training and cache)
+from bench_pdpgd import add_model_args, meta, model_and_images, verified  # noqa: E402  (same model training and cache)
 
 
 class Counted(robench.Model):
@@ -59,12 +56,7 @@ ATTACKS = {
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--dataset", default="cifar10")
-    ap.add_argument("--arch", default="lenet")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--width", type=int, help="cnn plugin width (default: the plugin's)")
-    ap.add_argument("--weights", type=Path, help="safetensors weights to load instead of training")
-    ap.add_argument("--n", type=int, default=20, help="correctly classified test images to attack")
+    add_model_args(ap, n=20)
     ap.add_argument("--attacks", nargs="+", default=["jsma", "pixel"], choices=sorted(ATTACKS))
     ap.add_argument("--only", nargs="*", help="run only labels containing one of these strings (e.g. native)")
     ap.add_argument("--pixel-params", type=json.loads, default={}, help='JSON params for both pixel attacks, e.g. {"max_iter": 20}')
@@ -80,9 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
 
     registry = load_registry()
-    model = get_model(args.dataset, args.arch, args.epochs, args.width, args.weights, registry)
-    x, y, acc = eval_images(args.dataset, model, args.n, registry)
-    print(f"{args.dataset} {args.arch}: clean accuracy {acc:.3f} on the first 1000 test images; attacking {len(x)}")
+    model, x, y, acc = model_and_images(args, registry)
     runs = []
     for family in args.attacks:
         for label, plugin in ATTACKS[family]:
@@ -102,18 +92,16 @@ def main(argv: list[str] | None = None) -> None:
             t = time.perf_counter()
             adv = atk.run(counted, x, y, eps=None, ctx=robench.Context(seed=0, pool=x))
             seconds = time.perf_counter() - t
-            v = verify(model, x, y, adv.detach(), model.predict(x), Norm.L0)
-            ok = v.success
-            values = v.norms[Norm.L0][ok]
+            v, ok, stats = verified(model, x, y, adv, Norm.L0)
             row = {
                 "attack": label,
                 "plugin": plugin,
                 "params": params,
-                "n": len(x),
-                "success": float(ok.float().mean()),
-                "rejected": int(v.rejected.sum()),
-                "mean_l0": float(values.mean()) if len(values) else float("nan"),
-                "median_l0": float(values.median()) if len(values) else float("nan"),
+                "n": stats["n"],
+                "success": stats["success"],
+                "rejected": stats["rejected"],
+                "mean_l0": stats["mean"],
+                "median_l0": stats["median"],
                 "s_per_image": seconds / len(x),
                 "forward_rows_per_image": counted.rows / len(x),
                 "l0": [float(n) if s else None for n, s in zip(v.norms[Norm.L0].tolist(), ok.tolist())],
@@ -133,24 +121,10 @@ def main(argv: list[str] | None = None) -> None:
                 f"{row['forward_rows_per_image']:.0f} forward rows/image",
                 flush=True,
             )
-            args.out.write_text(json.dumps(meta(args, acc, len(x)) | {"results": list(results.values())}, indent=1))
+            args.out.write_text(json.dumps(meta(args, acc, len(x), "bench_l0_native.py") | {"results": list(results.values())}, indent=1))
     results = list(results.values())
     print()
     print(markdown(results))
-
-
-def meta(args, acc: float, n: int) -> dict:
-    return {
-        "command": "benchmarks/bench_l0_native.py " + " ".join(sys.argv[1:]),
-        "dataset": args.dataset,
-        "arch": args.arch,
-        "epochs": args.epochs,
-        "width": args.width,
-        "clean_accuracy_first_1000": acc,
-        "images": n,
-        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads",
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-    }
 
 
 def markdown(results: list[dict]) -> str:

@@ -95,6 +95,43 @@ def eval_images(dataset: str, model: robench.Model, n: int, registry) -> tuple[t
     return x[keep], y[keep], acc
 
 
+def add_model_args(ap: argparse.ArgumentParser, n: int) -> None:
+    """The model and image options every ``cnn``-model benchmark takes (bench_l0_native uses them too)."""
+    ap.add_argument("--dataset", default="cifar10")
+    ap.add_argument("--arch", default="lenet")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--width", type=int, help="cnn plugin width (default: the plugin's)")
+    ap.add_argument(
+        "--weights",
+        type=Path,
+        help="load these safetensors weights instead of training, e.g. a suite model's "
+        ".robench/cache/<key>/weights.safetensors (its config.json must match --arch/--width/--epochs)",
+    )
+    ap.add_argument("--n", type=int, default=n, help="correctly classified test images to attack")
+
+
+def model_and_images(args, registry) -> tuple[robench.Model, torch.Tensor, torch.Tensor, float]:
+    """The model of ``add_model_args``' options and its first ``--n`` correctly classified test images."""
+    model = get_model(args.dataset, args.arch, args.epochs, args.width, args.weights, registry)
+    x, y, acc = eval_images(args.dataset, model, args.n, registry)
+    print(f"{args.dataset} {args.arch}: clean accuracy {acc:.3f} on the first 1000 test images; attacking {len(x)}")
+    return model, x, y, acc
+
+
+def verified(model: robench.Model, x: torch.Tensor, y: torch.Tensor, adv: torch.Tensor, norm: Norm):
+    """robench's verdict on ``adv``: (verification, success mask, summary fields of the verified norms)."""
+    v = verify(model, x, y, adv.detach(), model.predict(x), norm)
+    ok = v.success
+    values = v.norms[norm][ok]
+    return v, ok, {
+        "n": len(x),
+        "success": float(ok.float().mean()),
+        "rejected": int(v.rejected.sum()),
+        "mean": float(values.mean()) if len(values) else float("nan"),
+        "median": float(values.median()) if len(values) else float("nan"),
+    }
+
+
 def robench_attack(name: str, pool: torch.Tensor, **params) -> Callable:
     """A robench attack plugin as a function (model, x, y) -> x_adv."""
     spec = load_registry().get("attack", name)
@@ -140,17 +177,7 @@ def attacks_for(norm: Norm, pool: torch.Tensor, steps: int, bb_steps: int, only:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--dataset", default="cifar10")
-    ap.add_argument("--arch", default="lenet")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--width", type=int, help="cnn plugin width (default: the plugin's)")
-    ap.add_argument(
-        "--weights",
-        type=Path,
-        help="load these safetensors weights instead of training, e.g. a suite model's "
-        ".robench/cache/<key>/weights.safetensors (its config.json must match --arch/--width/--epochs)",
-    )
-    ap.add_argument("--n", type=int, default=100, help="correctly classified test images to attack")
+    add_model_args(ap, n=100)
     ap.add_argument("--norms", nargs="+", default=["L0", "L1", "L2", "Linf"])
     ap.add_argument("--steps", type=int, default=500, help="iterations of PDPGD / PDGD / FMN (all)")
     ap.add_argument("--bb-steps", type=int, default=1000, help="steps of Brendel-Bethge")
@@ -162,9 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
 
     registry = load_registry()
-    model = get_model(args.dataset, args.arch, args.epochs, args.width, args.weights, registry)
-    x, y, acc = eval_images(args.dataset, model, args.n, registry)
-    print(f"{args.dataset} {args.arch}: clean accuracy {acc:.3f} on the first 1000 test images; attacking {len(x)}")
+    model, x, y, acc = model_and_images(args, registry)
     results = []
     for norm_name in args.norms:
         norm = Norm(norm_name)
@@ -173,17 +198,11 @@ def main(argv: list[str] | None = None) -> None:
             t = time.perf_counter()
             adv = torch.cat([attack(model, x[i : i + args.batch], y[i : i + args.batch]) for i in range(0, len(x), args.batch)])
             seconds = time.perf_counter() - t
-            v = verify(model, x, y, adv.detach(), model.predict(x), norm)
-            ok = v.success
-            values = v.norms[norm][ok]
+            v, _, stats = verified(model, x, y, adv, norm)
             row = {
                 "norm": str(norm),
                 "attack": label,
-                "n": len(x),
-                "success": float(ok.float().mean()),
-                "rejected": int(v.rejected.sum()),
-                "mean": float(values.mean()) if len(values) else float("nan"),
-                "median": float(values.median()) if len(values) else float("nan"),
+                **stats,
                 "s_per_sample": seconds / len(x),
                 "norms": [float(v) for v in v.norms[norm]],
             }
@@ -193,14 +212,15 @@ def main(argv: list[str] | None = None) -> None:
                 f"mean {row['mean']:.4g} median {row['median']:.4g}  {row['s_per_sample']:.3f} s/sample",
                 flush=True,
             )
-            args.out.write_text(json.dumps(meta(args, acc, len(x)) | {"results": results}, indent=1))
+            args.out.write_text(json.dumps(meta(args, acc, len(x), "bench_pdpgd.py") | {"results": results}, indent=1))
     print()
     print(markdown(results))
 
 
-def meta(args, acc: float, n: int) -> dict:
+def meta(args, acc: float, n: int, script: str) -> dict:
+    """What the JSON of a ``cnn``-model benchmark records about its run (``add_model_args``' options)."""
     return {
-        "command": "benchmarks/bench_pdpgd.py " + " ".join(sys.argv[1:]),
+        "command": f"benchmarks/{script} " + " ".join(sys.argv[1:]),
         "dataset": args.dataset,
         "arch": args.arch,
         "epochs": args.epochs,
