@@ -3,37 +3,9 @@ import sys, time, textwrap, torch
 torch.set_num_threads(1)
 from pathlib import Path
 folder = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/bench-loaders"); folder.mkdir(parents=True, exist_ok=True)
-(folder / "loader_nets.py").write_text("import torch\nfrom torch import nn\n\ndef make(hidden=24):\n    return nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))\n")
-(folder / "loader_ref_plugin.py").write_text('''
-from pathlib import Path
-import robench
-from safetensors.torch import load_file
-import loader_nets
-
-class Ref(robench.TorchModel):
-    trainable = False
-    def build(self):
-        net = loader_nets.make()
-        net.load_state_dict(load_file(str(Path(__file__).with_name("net.safetensors"))))
-        return net.eval()
-
-@robench.hookimpl
-def robench_models():
-    return [robench.ModelSpec("loader-reference", Ref, "hand-loaded")]
-''')
-sys.path.insert(0, str(folder))
-import loader_nets
-from robench_plugins.datasets.digits import Digits, DigitsParams
-from safetensors.torch import save_file
-x, y = Digits(DigitsParams()).load("train", Path("."))
-torch.manual_seed(0); net = loader_nets.make(); opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-for _ in range(150):
-    opt.zero_grad(); torch.nn.functional.cross_entropy(net(x), y).backward(); opt.step()
-net.eval(); st = net.state_dict()
-save_file({k: v.contiguous() for k, v in st.items()}, str(folder / "net.safetensors"))
-torch.save({"state_dict": {f"module.{k}": v for k, v in st.items()}}, folder / "net.pt")
-torch.jit.save(torch.jit.trace(net, torch.zeros(1, 1, 8, 8)), str(folder / "net.ts"))
-torch.onnx.export(net, (torch.zeros(1, 1, 8, 8),), str(folder / "net.onnx"), dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "b"}})
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from loader_formats import save_formats  # the net in every format, and the hand-written reference plugin (as the tests use)
+save_formats(folder)
 (folder / "suite.yaml").write_text(textwrap.dedent("""
     name: formats
     dataset: {name: digits}
