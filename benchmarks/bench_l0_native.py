@@ -30,7 +30,7 @@ from robench import Norm
 from robench.plugins import load_registry
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_pdpgd import add_model_args, meta, model_and_images, verified  # noqa: E402  (same model training and cache)
+from bench_pdpgd import add_model_args, md_table, meta, model_and_images, verified  # noqa: E402  (same model training and cache)
 
 
 class Counted(robench.Model):
@@ -128,16 +128,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def markdown(results: list[dict]) -> str:
-    lines = [
-        "| attack | success | mean L0 | median L0 | s / image | forward rows / image |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in results:
-        lines.append(
-            f"| {r['attack']} | {r['success']:.0%} | {r['mean_l0']:.2f} | {r['median_l0']:.1f} "
-            f"| {r['s_per_image']:.3f} | {r['forward_rows_per_image']:.0f} |"
-        )
-    return "\n".join(lines)
+    return md_table(
+        ["attack", "success", "mean L0", "median L0", "s / image", "forward rows / image"], 5,
+        [[r["attack"], f"{r['success']:.0%}", f"{r['mean_l0']:.2f}", f"{r['median_l0']:.1f}", f"{r['s_per_image']:.3f}",
+          f"{r['forward_rows_per_image']:.0f}"] for r in results],
+    )
 
 
 if __name__ == "__main__":

@@ -233,18 +233,18 @@ def meta(args, acc: float, n: int, script: str) -> dict:
     }
 
 
+def md_table(columns: list[str], right: int, cells: list[list[str]]) -> str:
+    """A markdown table: the header ``columns``, the last ``right`` of them right-aligned, one row per ``cells``."""
+    align = "|" + "---|" * (len(columns) - right) + "---:|" * right
+    return "\n".join(["| " + " | ".join(columns) + " |", align] + ["| " + " | ".join(row) + " |" for row in cells])
+
+
 def markdown(results: list[dict]) -> str:
-    lines = [
-        "| norm | attack | success | mean norm | median norm | s / sample |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
+    rows = []
     for r in results:
         fmt = "{:.2f}" if r["norm"] == "L0" else "{:.4g}"
-        lines.append(
-            f"| {r['norm']} | {r['attack']} | {r['success']:.1%} | {fmt.format(r['mean'])} | {fmt.format(r['median'])} "
-            f"| {r['s_per_sample']:.3f} |"
-        )
-    return "\n".join(lines)
+        rows.append([r["norm"], r["attack"], f"{r['success']:.1%}", fmt.format(r["mean"]), fmt.format(r["median"]), f"{r['s_per_sample']:.3f}"])
+    return md_table(["norm", "attack", "success", "mean norm", "median norm", "s / sample"], 4, rows)
 
 
 if __name__ == "__main__":

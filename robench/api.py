@@ -265,7 +265,9 @@ class TorchModel(Model):
         return {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Load trained weights; the net is left in inference mode (loaded weights are for attacking)."""
         self.net.load_state_dict(state)
+        self.net.eval()
 
     def to(self, device: torch.device) -> Model:
         super().to(device)

@@ -92,10 +92,6 @@ class CNN(robench.TorchModel):
         train_classifier(self.net, x, y, self.params, ctx)
         self.to(ctx.device)
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        super().load_state_dict(state)
-        self.net.eval()
-
 
 @robench.hookimpl
 def robench_models():

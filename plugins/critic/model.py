@@ -113,10 +113,6 @@ class Critic(robench.TorchModel):
             return lenet(self.info.input_shape, self.info.num_classes).eval()
         return _mlp(self.info.input_shape, self.info.num_classes, p.hidden).eval()
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        super().load_state_dict(state)
-        self.net.eval()
-
     # -- training ----------------------------------------------------------------------------
     def classifier_loss(self, critic: nn.Module, x: torch.Tensor, y: torch.Tensor, class_conf: torch.Tensor):
         """One batch of eq. 4.4 + 4.5. Returns (loss, dict of parts, adversarials, their classes)."""

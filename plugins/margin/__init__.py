@@ -77,10 +77,6 @@ class Margin(robench.TorchModel):
         )
         self.to(ctx.device)
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        super().load_state_dict(state)
-        self.net.eval()
-
 
 @robench.hookimpl
 def robench_models():

@@ -25,20 +25,25 @@ from robench.norms import per_sample
 
 
 
+class _WeightSignAttack(robench.Attack):
+    """What both attacks are: bounded Linf steps along the sign of weights the model exposes."""
+
+    kind = "bounded"
+    needs = frozenset({"decisions", "weights"})
+
+    def __init__(self, params: robench.Params):
+        super().__init__(params)
+        self.norm = robench.Norm.Linf
+
+
 class LinearSignParams(robench.Params):
     pass
 
 
-class LinearSign(robench.Attack):
+class LinearSign(_WeightSignAttack):
     """x' = x + eps * (-y) * sign(w) for linear models (bounded, Linf)."""
 
     Params = LinearSignParams
-    kind = "bounded"
-    needs = frozenset({"decisions", "weights"})
-
-    def __init__(self, params: LinearSignParams):
-        super().__init__(params)
-        self.norm = robench.Norm.Linf
 
     def run(self, model, x, y, *, eps, ctx, source=None):
         if "linear_weights" not in getattr(model, "exposes", {}):
@@ -58,16 +63,10 @@ class MLP01HiddenParams(robench.Params):
     max_units: int | None = Field(None, ge=1, description="try at most this many hidden units (votes in order, then units; null: all)")
 
 
-class MLP01Hidden(robench.Attack):
+class MLP01Hidden(_WeightSignAttack):
     """The MLP01 hidden-node heuristic (bounded, Linf)."""
 
     Params = MLP01HiddenParams
-    kind = "bounded"
-    needs = frozenset({"decisions", "weights"})
-
-    def __init__(self, params: MLP01HiddenParams):
-        super().__init__(params)
-        self.norm = robench.Norm.Linf
 
     def run(self, model, x, y, *, eps, ctx, source=None):
         exposed = getattr(model, "exposes", {})
