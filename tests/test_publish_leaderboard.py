@@ -130,14 +130,17 @@ def test_markdown_agrees_with_json_cell_by_cell(store_path):
     rows = _rows(results)
     tables = parse_tables(md)
     header, body = tables["L2"]
-    assert header[:6] == ["#", "Model", "Clean", "ε=0.5", "ε=1", "ε=2"]
+    # key columns first (issue 22: at 1400 px the strongest attack and success hid behind a scroll), other eps after
+    assert header[:8] == ["#", "Model", "Clean", "ε=1", "Strongest attack @1", "Success", "ε=0.5", "ε=2"]
     assert [r[1].split()[0] for r in body] == ["B", "A"]  # ranked at the headline eps 1 (100% vs 60%)
     checked = 0
     for line in body:
         model = line[1].split()[0]
         best = rows[(model, "best")]
         cells = dict(zip(header, line))
-        assert cells["Clean"] == pct(best["clean_accuracy"])
+        # clean accuracy with its 95% Wilson interval: A 9/10, B 10/10 (worked out by hand)
+        assert cells["Clean"] == {"A": "90.0 [59.6, 98.2]", "B": "100.0 [72.2, 100.0]"}[model]
+        assert cells["Clean"].startswith(pct(best["clean_accuracy"]) + " [")
         for e in ("0.5", "1", "2"):
             lo, hi = best["robust_ci"][e]
             assert cells[f"ε={e}"] == f"{pct(best['robust_accuracy'][e])} [{pct(lo)}, {pct(hi)}]"
@@ -196,6 +199,47 @@ def test_csv_matches_json(store_path):
         assert float(line["clean_accuracy"]) == r["clean_accuracy"]
         for e in ("0.5", "1", "2"):
             assert float(line[f"robust_L2_{e}"]) == r["robust_accuracy"][e]
+            # the 95% interval beside each robust accuracy (issue 22: the CSV had none)
+            assert [float(line[f"robust_L2_{e}_ci_low"]), float(line[f"robust_L2_{e}_ci_high"])] == r["robust_ci"][e]
+        # and on clean accuracy: A 9 of 10, B 10 of 10
+        lo, hi = float(line["clean_ci_low"]), float(line["clean_ci_high"])
+        assert (round(100 * lo, 1), round(100 * hi, 1)) == {"A": (59.6, 98.2), "B": (72.2, 100.0)}[line["model"]]
+
+
+def test_attack_ranking_over_the_models_every_attack_ran_on(store_path):
+    header, body = parse_tables(to_markdown(load_results(store_path)[0]))["L2: attacks ranked"]
+    rows = [dict(zip(header, line)) for line in body]
+    # pgd ran on A only, so both are scored on A: a 60% tie at eps 1, cw first by its mean norm (pgd has none)
+    assert [(r["Attack"], r["Models"], r["Mean robust @1"], r["Mean L2"]) for r in rows] == [
+        ("cw", "1", "60.0", "1.35"), ("pgd", "1", "60.0", "–")]
+    # strongest on: cw on A (tie) and B (alone), pgd on A (tie)
+    assert [r["Strongest on"] for r in rows] == ["2", "1"]
+
+
+def _as_l0(res, plugins: dict[str, str]):
+    """The toy results as if they were an L0 suite whose attacks are the given plugins."""
+    import dataclasses
+
+    res = dataclasses.replace(res, rows=[dataclasses.replace(r, norm="L0") for r in res.rows],
+                              config=dict(res.config, epsilons={"L0": EPS},
+                                          attacks=[{"name": a, "plugin": p} for a, p in plugins.items()]))
+    return res
+
+
+def test_l0_attacks_that_minimise_changed_values_are_marked():
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        res = _as_l0(load_results(build_store(Path(tmp) / "r.sqlite"))[0], {"cw": "fb-bb", "pgd": "pdpgd"})
+    md = to_markdown(res)
+    tables = parse_tables(md)
+    header, _ = tables["L0"]
+    assert "cw ‡ mean L0" in header and "pgd @1" in header  # pdpgd's grouped threshold counts pixels: no mark
+    assert [line[1] for line in tables["L0: per attack"][1]] == ["cw ‡", "pgd", "cw ‡"]
+    note = "‡ cw (fb-bb) minimise the number of changed channel values, not of changed pixels"
+    assert md.count(note) == 2  # under the ranking and under the per-attack table
+    # an L2 suite, or an L0 one of pixel attacks only, has no such note
+    assert "‡" not in to_markdown(_as_l0(res, {"cw": "pixel", "pgd": "pdpgd"}))
 
 
 # -- plots --------------------------------------------------------------------------------------
@@ -254,6 +298,11 @@ def test_publish_index_lists_every_suite_published_there(store_path, tmp_path):
     assert "| toy2 | 1 | L2 | L2: A (60.0 @ 1) | [toy2.md](toy2.md)" in index
     md = (out / "toy.md").read_text()
     assert "![robust accuracy vs eps (best of attacks, 95% bands)](toy.png)" in md and "(toy-cdf.png)" in md
+    # the site, published for toy only, still lists toy2 (markdown only: its store is not given) linked to its .md
+    publish(load_results(store_path), out, html=True)
+    site = (out / "site" / "index.html").read_text()
+    assert '<a href="toy.html">toy</a>' in site and '<a href="../toy2.md">toy2</a>' in site
+    assert site.count("markdown only") == 3  # the row (value and text) and the note
 
 
 # -- diff ---------------------------------------------------------------------------------------

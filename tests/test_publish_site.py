@@ -7,6 +7,7 @@ chromium is used); skipped otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -99,8 +100,9 @@ def test_every_number_equals_the_json(browser, site):
         else:
             assert float(value) == expected, (model, attack, field)  # the exact double, not a rounding
             shown = f"{100 * expected:.1f}" if field.startswith(("robust_accuracy", "clean_accuracy", "success_rate")) else f"{expected:.4g}"
-            # the number leads the cell ("92.5 [88.0, 95.4]"), or follows the attack name ("pgd (92.5)")
-            assert text.startswith(shown) or text == f"{attack} ({shown})", (model, attack, field, text, shown)
+            # the number leads the cell ("92.5 [88.0, 95.4]"), or follows the attack names ("pgd (92.5)", "cw, pgd (60.0)")
+            assert text.startswith(shown) or (text.endswith(f" ({shown})") and attack in text.split(" (")[0].split(", ")), \
+                (model, attack, field, text, shown)
     assert problems == []
     page.close()
 
@@ -124,7 +126,7 @@ def test_tables_sort_on_click(browser, site):
     # text column, and the ranking table sorted by its ε=0.5 column (B 100%, A 70%)
     page.locator("#attacks-L2 thead th").nth(1).click()
     assert column(page, "attacks-L2", 1) == ["pgd", "cw", "cw"]
-    eps = page.locator("#ranking-L2 thead th").nth(3)
+    eps = page.locator("#ranking-L2 thead th").nth(6)  # after the key columns (#, Model, Clean, ε=1, Strongest, Success)
     assert eps.inner_text().startswith("ε=0.5")
     eps.click()
     eps.click()
@@ -132,5 +134,69 @@ def test_tables_sort_on_click(browser, site):
     # sorting one table leaves the other's sort state alone
     assert page.locator("#attacks-L2 thead th[aria-sort]").count() == 1
     assert page.locator("#ranking-L2 thead th[aria-sort]").count() == 1
+    assert problems == []
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def wide_site(tmp_path_factory) -> Path:
+    """An L0 suite as wide as the cifar_l0 board (issue 22: ~18 columns): the toy results with 5 eps and
+    cw copied into six more attacks, two of them foolbox-style value-counting plugins."""
+    tmp = tmp_path_factory.mktemp("wide")
+    res = load_results(build_store(tmp / "results.sqlite"))[0]
+    extra = ["pdpgd-l0", "pdpgd-l0-refined", "bb-l0", "jsma", "pixel", "fmn-l0"]
+    rows = [dataclasses.replace(r, norm="L0") for r in res.rows]
+    rows += [dataclasses.replace(r, attack=a) for a in extra for r in rows if r.attack == "cw"]
+    plugins = {"cw": "pdpgd", "pgd": "pdpgd", "pdpgd-l0": "pdpgd", "pdpgd-l0-refined": "pdpgd", "bb-l0": "fb-bb",
+               "jsma": "art-jsma", "pixel": "art-pixel", "fmn-l0": "fb-fmn"}
+    wide = dataclasses.replace(res, suite="wide", rows=rows, config=dict(
+        res.config, name="wide", epsilons={"L0": [0.5, 1.0, 2.0, 3.0, 4.0]}, headline={"L0": 1.0},
+        attacks=[{"name": a, "plugin": p} for a, p in plugins.items()]))
+    build_site([wide], tmp / "site")
+    return tmp / "site"
+
+
+def test_ranking_table_shows_its_key_columns_at_1400_px(browser, wide_site, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto((wide_site / "wide.html").as_uri())
+    table = page.locator("#ranking-L0")
+    headers = table.locator("thead th").all_inner_texts()
+    assert len(headers) >= 16  # as wide as the board that hid its key columns
+    assert headers[:6] == ["#", "Model", "Clean", "ε=1", "Strongest attack @1", "Success"]
+    scroller = page.locator("#ranking-L0").locator("xpath=..")
+    assert scroller.evaluate("d => d.scrollWidth > d.clientWidth")  # the rest still scrolls sideways
+    for i in range(6):  # ... but the key columns are fully in the window before any scrolling
+        box = table.locator("thead th").nth(i).bounding_box()
+        assert box is not None and 0 <= box["x"] and box["x"] + box["width"] <= 1400, (headers[i], box)
+    page.screenshot(path=str(tmp_path / "ranking-1400.png"))
+    # scrolled to the far right, rank and model stay pinned at the left edge
+    scroller.evaluate("d => { d.scrollLeft = d.scrollWidth; }")
+    left = scroller.bounding_box()["x"]
+    assert scroller.evaluate("d => d.scrollLeft") > 100
+    rank, model = (table.locator("tbody tr").first.locator("td").nth(i) for i in (0, 1))
+    assert abs(rank.bounding_box()["x"] - left) < 1.5
+    assert abs(model.bounding_box()["x"] - (left + rank.bounding_box()["width"])) < 1.5
+    assert model.inner_text().startswith("B")
+    page.screenshot(path=str(tmp_path / "ranking-1400-scrolled.png"))
+    # the value-counting L0 attacks are marked and explained
+    assert "bb-l0 ‡ mean L0" in headers and "jsma ‡ mean L0" in headers and "pixel mean L0" in headers
+    assert "bb-l0 (fb-bb), jsma (art-jsma), fmn-l0 (fb-fmn) minimise the number of changed channel values" in \
+        page.locator("p.values").first.inner_text()
+    page.close()
+
+
+def test_attack_ranking_view_and_filter_box(browser, site):
+    page, problems = open_page(browser, site / "toy.html")
+    assert page.locator("#attacks-ranked-L2").inner_text() == "L2: attacks ranked"
+    assert column(page, "attack-ranking-L2", 1) == ["cw", "pgd"]
+    assert len(column(page, "attacks-L2", 0)) == 3
+    page.fill("#filter", "pgd")
+    visible = page.eval_on_selector_all("#attacks-L2 tbody tr", "trs => trs.filter(t => t.offsetParent !== null).map(t => t.cells[1].innerText)")
+    assert visible == ["pgd"]
+    page.fill("#filter", "b cw")  # every word must match: model B's cw row
+    visible = page.eval_on_selector_all("#attacks-L2 tbody tr", "trs => trs.filter(t => t.offsetParent !== null).map(t => t.cells[0].innerText)")
+    assert visible == ["B"]
+    page.fill("#filter", "")
+    assert page.eval_on_selector_all("#attacks-L2 tbody tr", "trs => trs.filter(t => t.offsetParent !== null).length") == 3
     assert problems == []
     page.close()

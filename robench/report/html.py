@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 from pathlib import Path
 from typing import Iterable
 
@@ -18,12 +19,12 @@ from .. import __version__
 from ..metrics import SuiteResults
 from .plots import PLOT_CAPTIONS, plots
 from .tables import (
-    WARN, Cell, Table, attack_table, clean_only_table, eps_text, index_entries, noise_table, norms_of, pct, provenance_lines,
-    ranking_table, rows_json, summary_lines, to_csv, transfer_table,
+    WARN, Cell, Table, attack_ranking_table, attack_table, clean_only_table, eps_text, index_entries, noise_table, norms_of, pct,
+    provenance_lines, ranking_table, rows_json, summary_lines, to_csv, transfer_table, values_note,
 )
 
 CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1200px; padding: 1rem 2rem; color: #222; }
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1320px; padding: 1rem 2rem; color: #222; }
 header a { text-decoration: none; }
 h1 { margin-bottom: .2rem; }
 table { border-collapse: collapse; margin: .6rem 0 1.4rem; font-size: .9rem; }
@@ -34,6 +35,18 @@ th[aria-sort="descending"]::after { content: "▼"; position: absolute; right: .
 td.text, th.text { text-align: left; }
 tbody tr:nth-child(even) { background: #fafafa; }
 .scroll { overflow-x: auto; }
+table.pinned { border-collapse: separate; border-spacing: 0; }
+table.pinned th, table.pinned td { border-width: 0 1px 1px 0; }
+table.pinned th { border-top-width: 1px; }
+table.pinned th:first-child, table.pinned td:first-child { border-left-width: 1px; }
+table.pinned th:nth-child(-n+2), table.pinned td:nth-child(-n+2) { position: sticky; z-index: 1; background: #fff; }
+table.pinned th:nth-child(-n+2) { background: #f2f2f2; z-index: 2; }
+table.pinned th:first-child, table.pinned td:first-child { left: 0; box-sizing: border-box; width: 2.6rem; min-width: 2.6rem; max-width: 2.6rem; }
+table.pinned th:nth-child(2), table.pinned td:nth-child(2) { left: 2.6rem; box-shadow: 2px 0 0 #ccc; }
+tbody tr:nth-child(even) td { background: #fafafa; }
+.filter { margin: .4rem 0 .8rem; }
+.filter input { font: inherit; padding: .2rem .4rem; width: 18rem; }
+tr.hidden { display: none; }
 figure { margin: 1rem 0; }
 figure img { max-width: 100%; border: 1px solid #eee; }
 .note { color: #555; }
@@ -70,11 +83,25 @@ function robenchSort(th) {
   });
   rows.forEach(function (r) { body.appendChild(r); });
 }
+// Filter: rows of every table whose text does not contain each of the typed words are hidden.
+function robenchFilter(text) {
+  const words = text.toLowerCase().split(/\\s+/).filter(function (w) { return w.length > 0; });
+  document.querySelectorAll("table.sortable tbody tr").forEach(function (row) {
+    const hay = row.innerText.toLowerCase();
+    const keep = words.every(function (w) { return hay.indexOf(w) >= 0; });
+    row.classList.toggle("hidden", !keep);
+  });
+}
 document.addEventListener("DOMContentLoaded", function () {
   document.querySelectorAll("table.sortable thead th").forEach(function (th) {
     th.addEventListener("click", function () { robenchSort(th); });
     th.title = "click to sort";
   });
+  const box = document.getElementById("filter");
+  if (box) {
+    box.addEventListener("input", function () { robenchFilter(box.value); });
+    if (box.value) { robenchFilter(box.value); }
+  }
 });
 """
 
@@ -107,7 +134,9 @@ def _value_attr(v: object) -> str:
 def html_table(t: Table) -> str:
     """A sortable table; numeric columns right-aligned, cells with data-value / data-field."""
     numeric = [all(isinstance(row[i].value, (int, float)) or row[i].value is None for row in t.rows) for i in range(len(t.headers))]
-    out = ['<div class="scroll">', f'<table class="sortable" id="{_e(t.key)}">', "<thead><tr>"]
+    # the ranking tables keep their first two columns (rank, name) in view when scrolled sideways
+    cls = "sortable pinned" if t.key.startswith(("ranking-", "attack-ranking-")) else "sortable"
+    out = ['<div class="scroll">', f'<table class="{cls}" id="{_e(t.key)}">', "<thead><tr>"]
     out += [f'<th class="{"num" if numeric[i] else "text"}">{_e(h)}</th>' for i, h in enumerate(t.headers)]
     out.append("</tr></thead><tbody>")
     for k, row in enumerate(t.rows):
@@ -148,11 +177,19 @@ def suite_page(res: SuiteResults, figures: dict[str, Path]) -> str:
     body += [f"<p>{_md_inline(line)}</p>" for line in summary_lines(res)]
     body.append(f'<p>Data: <a href="{_e(res.suite)}.json">{_e(res.suite)}.json</a> · '
                 f'<a href="{_e(res.suite)}.csv">{_e(res.suite)}.csv</a></p>')
+    body.append('<p class="filter"><label>Filter rows: <input id="filter" type="search" '
+                'placeholder="model or attack name, e.g. pgd" autocomplete="off"></label></p>')
     for norm in norms_of(res):
+        values = values_note(res, norm)
+        values_p = [f'<p class="note values">{_md_inline(values)}</p>'] if values else []
         body.append(f'<h2 id="{_e(norm)}">{_e(norm)}</h2>')
-        body += _block(ranking_table(res, norm))
+        body += _block(ranking_table(res, norm)) + values_p
+        ranked = attack_ranking_table(res, norm)
+        if ranked is not None:
+            body.append(f'<h3 id="attacks-ranked-{_e(norm)}">{_e(norm)}: attacks ranked</h3>')
+            body += _block(ranked)
         body.append(f"<h3>{_e(norm)}: per attack</h3>")
-        body += _block(attack_table(res, norm))
+        body += _block(attack_table(res, norm)) + values_p
     if figures:
         body.append('<h2 id="plots">Plots</h2>')
     for kind, png in figures.items():
@@ -175,26 +212,39 @@ def suite_page(res: SuiteResults, figures: dict[str, Path]) -> str:
     return _page(f"robench: {res.suite}", body, home=False)
 
 
-def index_page(folder: Path) -> str:
-    entries = [e for e in index_entries(folder) if (folder / f"{e['suite']}.html").exists()]
-    t = Table("suites", ["Suite", "Models", "Norms", "Top model per norm"])
+def index_page(folder: Path, markdown_dir: Path | None = None) -> str:
+    """The index of every suite with a page in ``folder``; with ``markdown_dir`` (the leaderboard
+    folder ``publish`` writes ``<suite>.md`` into), also the suites published there without a page
+    (their results store was not at hand for ``--html``), linked to their markdown."""
+    entries = [dict(e, href=f"{e['suite']}.html") for e in index_entries(folder) if (folder / f"{e['suite']}.html").exists()]
+    if markdown_dir is not None:
+        paged = {e["suite"] for e in entries}
+        rel = os.path.relpath(markdown_dir, folder).replace(os.sep, "/")
+        entries += [dict(e, href=f"{rel}/{e['suite']}.md", markdown=True) for e in index_entries(markdown_dir)
+                    if e["suite"] not in paged and (markdown_dir / f"{e['suite']}.md").exists()]
+        entries.sort(key=lambda e: e["suite"])
+    t = Table("suites", ["Suite", "Models", "Norms", "Top model per norm", "Page"])
     for e in entries:
         tops = "; ".join(f"{x['norm']}: {x['model']} ({pct(x['robust_accuracy'])} @ {x['eps']})" for x in e["tops"])
+        page = "markdown only" if e.get("markdown") else "HTML"
         t.rows.append([Cell(e["suite"], e["suite"]), Cell(str(len(e["models"])), len(e["models"])),
-                       Cell(", ".join(e["norms"]), ", ".join(e["norms"])), Cell(tops or "–", tops)])
+                       Cell(", ".join(e["norms"]), ", ".join(e["norms"])), Cell(tops or "–", tops), Cell(page, page)])
     table = html_table(t)
     for e in entries:  # suite names become links (escaped text in, same text out)
         s = _e(e["suite"])
-        table = table.replace(f'data-value="{s}">{s}</td>', f'data-value="{s}"><a href="{s}.html">{s}</a></td>', 1)
+        table = table.replace(f'data-value="{s}">{s}</td>', f'data-value="{s}"><a href="{_e(e["href"])}">{s}</a></td>', 1)
     body = ["<h1>robench leaderboards</h1>",
             '<p class="note">One page per suite. Top model per norm: robust accuracy (%) of <em>best</em> '
-            "(per sample, the smallest verified adversarial over all attacks) at the suite's headline eps.</p>", table]
+            "(per sample, the smallest verified adversarial over all attacks) at the suite's headline eps."
+            + (" <em>markdown only</em>: published without its results store at hand, so it has no HTML page here; "
+               "the link opens its markdown leaderboard." if any(e.get("markdown") for e in entries) else "") + "</p>", table]
     return _page("robench leaderboards", body, home=True)
 
 
-def build_site(results: Iterable[SuiteResults], to: Path) -> list[Path]:
+def build_site(results: Iterable[SuiteResults], to: Path, *, markdown_dir: Path | None = None) -> list[Path]:
     """Write the site into ``to``: a page, JSON, CSV and plots per suite, the assets, and the index
-    of every suite whose page is in ``to`` (so publishing suites one by one builds up one site)."""
+    of every suite whose page is in ``to`` (so publishing suites one by one builds up one site) and,
+    with ``markdown_dir``, of the suites published there as markdown only (see :func:`index_page`)."""
     to.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in (("robench.css", CSS.lstrip()), ("robench.js", JS.lstrip())):
@@ -208,6 +258,6 @@ def build_site(results: Iterable[SuiteResults], to: Path) -> list[Path]:
                              (".html", suite_page(res, figures))):
             (to / f"{res.suite}{suffix}").write_text(text)
             written.append(to / f"{res.suite}{suffix}")
-    (to / "index.html").write_text(index_page(to))
+    (to / "index.html").write_text(index_page(to, markdown_dir))
     written.append(to / "index.html")
     return written

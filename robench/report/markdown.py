@@ -6,8 +6,8 @@ import re
 
 from ..metrics import SuiteResults
 from .tables import (
-    WARN, Table, attack_table, clean_only_table, eps_text, noise_table, norms_of, per_attack_rows, provenance_lines, ranking_table,
-    summary_lines, transfer_table,
+    WARN, Table, attack_ranking_table, attack_table, clean_only_table, eps_text, noise_table, norms_of, per_attack_rows,
+    provenance_lines, ranking_table, summary_lines, transfer_table, values_note,
 )
 
 
@@ -64,8 +64,13 @@ def _md_block(t: Table) -> list[str]:
 
 
 def _norm_section(res: SuiteResults, norm: str) -> list[str]:
-    out = [f"## {md_text(norm)}", ""] + _md_block(ranking_table(res, norm))
-    out += [f"### {md_text(norm)}: per attack", ""] + _md_block(attack_table(res, norm))
+    values = values_note(res, norm)
+    values_lines = [md_text(values), ""] if values else []
+    out = [f"## {md_text(norm)}", ""] + _md_block(ranking_table(res, norm)) + values_lines
+    ranked = attack_ranking_table(res, norm)
+    if ranked is not None:
+        out += [f"### {md_text(norm)}: attacks ranked", ""] + _md_block(ranked)
+    out += [f"### {md_text(norm)}: per attack", ""] + _md_block(attack_table(res, norm)) + values_lines
     attack_rows = per_attack_rows(res, norm)
     if any(r.via_surrogate for r in attack_rows):
         out += ["† via surrogate: the model is not differentiable; the attack used its differentiable surrogate, "

@@ -54,7 +54,7 @@ def _write_all(results: list[SuiteResults], to: Path, html: bool) -> list[Path]:
             written += [p, p.with_suffix(".svg")]
     written.append(_write_index(to))
     if html:
-        written += build_site(results, to / "site")
+        written += build_site(results, to / "site", markdown_dir=to)
     return written
 
 

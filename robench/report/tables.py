@@ -16,10 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..metrics import BEST, Row, SuiteResults
+from ..metrics import BEST, Row, SuiteResults, wilson
 
 NORM_ORDER = ["L0", "L1", "L2", "Linf"]
 WARN = "⚠"
+#: Marks an L0 attack that minimises changed channel values while the board counts changed pixels.
+VALUES_MARK = "‡"
+#: Attack plugins whose L0 search changes single channel values (a pixel of a colour image has 3),
+#: so what they minimise is the number of changed values, not the changed pixels the board counts
+#: (pdpgd's grouped threshold, pixel and art-pixel change whole pixels).
+L0_VALUE_PLUGINS = frozenset({"fb-bb", "fb-fmn", "art-jsma", "jsma", "art-cw-l0"})
 
 
 def is_missing(v: Any) -> bool:
@@ -101,31 +107,99 @@ def per_attack_rows(res: SuiteResults, norm: str) -> list[Row]:
     return [r for r in res.rows if r.norm == norm and r.attack != BEST and r.source is None]
 
 
+def attack_plugins(res: SuiteResults) -> dict[str, str]:
+    """Attack name -> plugin name, from the suite's config (empty for a store without one)."""
+    out = {}
+    for a in res.config.get("attacks") or []:
+        if isinstance(a, dict) and isinstance(a.get("name"), str) and isinstance(a.get("plugin"), str):
+            out[a["name"]] = a["plugin"]
+    return out
+
+
+def value_l0_attacks(res: SuiteResults, norm: str) -> list[str]:
+    """The attacks of ``norm`` (L0 only) that minimise changed values rather than pixels, in suite order."""
+    if norm != "L0":
+        return []
+    plugins = attack_plugins(res)
+    names = dict.fromkeys(r.attack for r in per_attack_rows(res, norm))
+    return [a for a in names if plugins.get(a) in L0_VALUE_PLUGINS]
+
+
+def values_note(res: SuiteResults, norm: str) -> str:
+    """The line under an L0 table that has attacks marked with :data:`VALUES_MARK` ("" when none)."""
+    marked = value_l0_attacks(res, norm)
+    if not marked:
+        return ""
+    plugins = attack_plugins(res)
+    return (f"{VALUES_MARK} " + ", ".join(f"{a} ({plugins[a]})" for a in marked)
+            + " minimise the number of changed channel values, not of changed pixels; the board counts every adversarial "
+            "in changed pixels (a pixel is changed if any channel is), so they are scored on a count they do not optimise.")
+
+
+def clean_ci(r: Row) -> tuple[float, float]:
+    """95% Wilson interval of a row's clean accuracy (over the row's ``n`` samples)."""
+    if is_missing(r.clean_accuracy) or not r.n:
+        return (float("nan"), float("nan"))
+    return wilson(round(r.clean_accuracy * r.n), r.n)
+
+
+def ci_text(v: float | None, ci: tuple[float, float]) -> str:
+    """A share with its interval: ``92.5 [88.0, 95.4]``."""
+    return f"{pct(v)} [{pct(ci[0])}, {pct(ci[1])}]"
+
+
 def ranking_table(res: SuiteResults, norm: str) -> Table:
-    """RobustBench-style ranking of one norm: models by robust accuracy of *best* at the headline eps."""
+    """RobustBench-style ranking of one norm: models by robust accuracy of *best* at the headline eps.
+
+    Columns, key ones first (so a narrow window shows them without scrolling): rank, model, clean
+    accuracy, robust accuracy at the headline eps, the strongest attack, success; then the other
+    eps, each attack's score, rejections and time.
+    """
     head = res.headline(norm)
     eps_list = sorted(float(e) for e in res.config.get("epsilons", {}).get(norm, []))
+    others = [e for e in eps_list if e != head]
     attack_rows = per_attack_rows(res, norm)
     attacks = list(dict.fromkeys(r.attack for r in attack_rows))
+    marked = set(value_l0_attacks(res, norm))
     head_txt = eps_text(head) if head is not None else "?"
-    headers = ["#", "Model", "Clean"] + [f"ε={eps_text(e)}" for e in eps_list]
+    headers = ["#", "Model", "Clean"] + ([f"ε={head_txt}"] if head in eps_list else [])
+    headers += [f"Strongest attack @{head_txt}", "Success"] + [f"ε={eps_text(e)}" for e in others]
     for a in attacks:
         kinds = {r.kind for r in attack_rows if r.attack == a}
-        headers.append(f"{a} mean {norm}" if kinds == {"minimal"} else f"{a} @{head_txt}")
-    headers += [f"Strongest attack @{head_txt}", "Success", "Rejected", "s/sample (all attacks)"]
-    note = (f"Ranked by robust accuracy of *best* at {norm} eps = {head_txt} [95% Wilson interval]."
+        mark = f" {VALUES_MARK}" if a in marked else ""
+        headers.append(f"{a}{mark} mean {norm}" if kinds == {"minimal"} else f"{a}{mark} @{head_txt}")
+    headers += ["Rejected", "s/sample (all attacks)"]
+    note = (f"Ranked by robust accuracy of *best* at {norm} eps = {head_txt}; clean and robust accuracy (%) [95% Wilson interval]."
             + (" L0 counts pixels." if norm == "L0" else ""))
     table = Table(f"ranking-{norm}", headers, note=note)
+
+    def robust(best: Row, e: float) -> Cell:
+        v = best.robust_accuracy.get(e)
+        ci = best.robust_ci.get(e, (float("nan"), float("nan")))
+        return Cell(ci_text(v, ci), None if is_missing(v) else v, ref=(BEST, f"robust_accuracy/{eps_text(e)}"))
+
     for rank, best in enumerate(ranked_models(res, norm), 1):
         warns = model_warnings(res, best.model)
         cells = [Cell(str(rank), rank),
                  Cell(best.model + (f" {WARN}" if warns else ""), best.model, "\n".join(warns) or None),
-                 _pct_cell(best.clean_accuracy, ref=(BEST, "clean_accuracy"))]
-        for e in eps_list:
-            lo, hi = best.robust_ci.get(e, (float("nan"), float("nan")))
-            v = best.robust_accuracy.get(e)
-            cells.append(Cell(f"{pct(v)} [{pct(lo)}, {pct(hi)}]", None if is_missing(v) else v, ref=(BEST, f"robust_accuracy/{eps_text(e)}")))
+                 Cell(ci_text(best.clean_accuracy, clean_ci(best)), None if is_missing(best.clean_accuracy) else best.clean_accuracy,
+                      ref=(BEST, "clean_accuracy"))]
+        if head in eps_list:
+            cells.append(robust(best, head))
         mine = {r.attack: r for r in attack_rows if r.model == best.model}
+        scored = [r for r in mine.values() if head is not None and not is_missing(r.robust_accuracy.get(head))]
+        if scored:
+            low = min(r.robust_accuracy[head] for r in scored)
+            # on a tie every attack at the lowest robust accuracy is named, in the suite's order
+            tied = [a for a in attacks if a in mine and mine[a] in scored and mine[a].robust_accuracy[head] == low]
+            # more than three: the first three and a count (the tooltip names them all)
+            shown = ", ".join(tied[:3]) + (f" +{len(tied) - 3} more" if len(tied) > 3 else "")
+            cells.append(Cell(f"{shown} ({pct(low)})", low, ", ".join(tied) if len(tied) > 3 else None,
+                              ref=(tied[0], f"robust_accuracy/{head_txt}")))
+        else:
+            cells.append(Cell("–"))
+        cells.append(_pct_cell(best.success_rate, ref=(BEST, "success_rate")))
+        cells += [robust(best, e) for e in others]
         for a in attacks:
             r = mine.get(a)
             if r is None:
@@ -134,19 +208,10 @@ def ranking_table(res: SuiteResults, norm: str) -> Table:
                 cells.append(_num_cell(r.mean_norm, norm, " †" if r.via_surrogate else "", ref=(a, "mean_norm")))
             else:
                 cells.append(_pct_cell(r.robust_accuracy.get(head), " †" if r.via_surrogate else "", ref=(a, f"robust_accuracy/{head_txt}")))
-        scored = [r for r in mine.values() if head is not None and not is_missing(r.robust_accuracy.get(head))]
-        if scored:
-            low = min(r.robust_accuracy[head] for r in scored)
-            # on a tie every attack at the lowest robust accuracy is named, in the suite's order
-            tied = [a for a in attacks if a in mine and mine[a] in scored and mine[a].robust_accuracy[head] == low]
-            cells.append(Cell(f"{', '.join(tied)} ({pct(low)})", low, ref=(tied[0], f"robust_accuracy/{head_txt}")))
-        else:
-            cells.append(Cell("–"))
         # attack time per sample summed over every cell (a bounded attack runs once per eps)
         timed = [r.seconds_per_sample * (max(1, len(r.eps_list)) if r.kind == "bounded" else 1)
                  for r in mine.values() if r.seconds_per_sample is not None]
-        cells += [_pct_cell(best.success_rate, ref=(BEST, "success_rate")), Cell(str(best.rejected), best.rejected, ref=(BEST, "rejected")),
-                  _num_cell(sum(timed) if timed else None)]
+        cells += [Cell(str(best.rejected), best.rejected, ref=(BEST, "rejected")), _num_cell(sum(timed) if timed else None)]
         table.rows.append(cells)
         table.row_ids.append({"model": best.model, "norm": norm})
     return table
@@ -158,10 +223,11 @@ def attack_table(res: SuiteResults, norm: str) -> Table:
     headers = ["Model", "Attack", "Kind"] + [f"ε={eps_text(e)}" for e in eps_list] + [
         f"Mean {norm}", f"Median {norm}", "Success", "Rejected", "Fwd/sample", "Bwd/sample", "s/sample", "Status"]
     table = Table(f"attacks-{norm}", headers)
+    marked = set(value_l0_attacks(res, norm))
     for r in sorted(per_attack_rows(res, norm), key=lambda r: (r.model, r.attack)):
         # an attack that read the model's weights (declared need "weights") is white box: say so with its kind
         kind = r.kind + (", reads weights" if "weights" in r.needs else "")
-        cells = [Cell(r.model, r.model), Cell(r.attack + (" †" if r.via_surrogate else ""), r.attack), Cell(kind, r.kind)]
+        cells = [Cell(r.model, r.model), Cell(r.attack + (f" {VALUES_MARK}" if r.attack in marked else "") + (" †" if r.via_surrogate else ""), r.attack), Cell(kind, r.kind)]
         a = r.attack
         cells += [_pct_cell(r.robust_accuracy.get(e), ref=(a, f"robust_accuracy/{eps_text(e)}")) for e in eps_list]
         cells += [_num_cell(r.mean_norm, norm, ref=(a, "mean_norm")), _num_cell(r.median_norm, norm, ref=(a, "median_norm")),
@@ -171,6 +237,58 @@ def attack_table(res: SuiteResults, norm: str) -> Table:
                   _num_cell(r.seconds_per_sample, ref=(a, "seconds_per_sample")), Cell(r.status, r.status, ref=(a, "status"))]
         table.rows.append(cells)
         table.row_ids.append({"model": r.model, "norm": norm})
+    return table
+
+
+def _mean(vals: list[float]) -> float | None:
+    vals = [v for v in vals if not is_missing(v)]
+    return sum(vals) / len(vals) if vals else None
+
+
+def attack_ranking_table(res: SuiteResults, norm: str) -> Table | None:
+    """The attacks of one norm ranked across models, as AttackBench does: by robust accuracy at the
+    headline eps averaged over the models each attack ran on (lower = stronger), then by mean norm
+    (minimal attacks). None when the norm has fewer than two attacks."""
+    head = res.headline(norm)
+    rows = per_attack_rows(res, norm)
+    attacks = list(dict.fromkeys(r.attack for r in rows))
+    if len(attacks) < 2:
+        return None
+    head_txt = eps_text(head) if head is not None else "?"
+    plugins = attack_plugins(res)
+    marked = set(value_l0_attacks(res, norm))
+    strongest: dict[str, int] = {a: 0 for a in attacks}
+    for model in dict.fromkeys(r.model for r in rows):
+        scored = {r.attack: r.robust_accuracy[head] for r in rows if r.model == model and head is not None
+                  and not is_missing(r.robust_accuracy.get(head))}
+        if scored:
+            low = min(scored.values())
+            for a, v in scored.items():
+                strongest[a] += v == low
+    # averaged over the models every attack ran on, so that each attack is scored on the same models
+    # (a suite where no model has them all: each attack over its own models, and the note says so)
+    common = set.intersection(*({r.model for r in rows if r.attack == a} for a in attacks))
+    stats = []
+    for a in attacks:
+        mine = [r for r in rows if r.attack == a and (r.model in common or not common)]
+        stats.append((a, mine, _mean([r.robust_accuracy.get(head) for r in mine]) if head is not None else None,
+                      _mean([r.mean_norm for r in mine if r.kind == "minimal"])))
+    stats.sort(key=lambda t: (t[2] if t[2] is not None else math.inf, t[3] if t[3] is not None else math.inf, t[0]))
+    headers = ["#", "Attack", "Plugin", "Kind", "Models", f"Mean robust @{head_txt}", f"Mean {norm}", "Strongest on",
+               "Mean success", "Mean s/sample"]
+    table = Table(f"attack-ranking-{norm}", headers, note=(
+        f"Attacks ranked by robust accuracy (%) at {norm} eps = {head_txt} (lower = stronger), then by mean {norm} of their "
+        "adversarials (minimal attacks), each averaged over "
+        + ("the models every attack ran on" if common else "the models each attack ran on (no model has them all)")
+        + ". *Strongest on* = on how many models (of all) it is or ties for the strongest attack."))
+    for rank, (a, mine, mean_ra, mean_norm) in enumerate(stats, 1):
+        kinds = ", ".join(sorted({r.kind for r in mine}))
+        n_models = len({r.model for r in mine})
+        table.rows.append([
+            Cell(str(rank), rank), Cell(a + (f" {VALUES_MARK}" if a in marked else ""), a),
+            Cell(plugins.get(a, "–"), plugins.get(a)), Cell(kinds, kinds), Cell(str(n_models), n_models),
+            _pct_cell(mean_ra), _num_cell(mean_norm, norm), Cell(str(strongest[a]), strongest[a]),
+            _pct_cell(_mean([r.success_rate for r in mine])), _num_cell(_mean([r.seconds_per_sample for r in mine]))])
     return table
 
 
@@ -210,7 +328,7 @@ def summary_lines(res: SuiteResults) -> list[str]:
     return [
         f"Dataset **{ds.get('name')}** ({ds.get('split')} split{cls}, {n} samples from offset {ds.get('offset', 0)}); seed {cfg.get('seed')}.",
         "Robust accuracy (%) = correctly classified and no verified adversarial within eps (clean errors count as broken); "
-        "[95% Wilson interval]. *best* = per sample, the smallest verified adversarial over all attacks of that norm. "
+        "[95% Wilson interval] on clean and robust accuracy. *best* = per sample, the smallest verified adversarial over all attacks of that norm. "
         f"*Strongest attack* = the single attack with the lowest robust accuracy (every one of them on a tie). "
         f"Costs (passes, s/sample) are per sample attacked: over the correctly classified samples. {WARN} = see the warnings below.",
     ]
@@ -272,15 +390,24 @@ def to_csv(results: list[SuiteResults]) -> str:
     eps_cols = sorted({(r.norm, e) for res in results for r in res.rows for e in r.robust_accuracy}, key=lambda t: (NORM_ORDER.index(t[0]), t[1]))
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["suite", "model", "attack", "norm", "kind", "n", "clean_accuracy"] + [f"robust_{n}_{eps_text(e)}" for n, e in eps_cols]
+    w.writerow(["suite", "model", "attack", "norm", "kind", "n", "clean_accuracy", "clean_ci_low", "clean_ci_high"]
+               + [f"robust_{n}_{eps_text(e)}{tail}" for n, e in eps_cols for tail in ("", "_ci_low", "_ci_high")]
                + ["mean_norm", "median_norm", "success_rate", "rejected", "forward_per_sample", "backward_per_sample", "seconds_per_sample", "via_surrogate", "status"])
     for res in results:
         for r in res.rows:
-            w.writerow([r.suite, r.model, r.attack, r.norm, r.kind, r.n, r.clean_accuracy]
-                       + [r.robust_accuracy.get(e, "") if r.norm == n else "" for n, e in eps_cols]
+            w.writerow([r.suite, r.model, r.attack, r.norm, r.kind, r.n, r.clean_accuracy, *_csv_pair(clean_ci(r))]
+                       + [v for n, e in eps_cols for v in ([r.robust_accuracy.get(e, ""), *_csv_pair(r.robust_ci.get(e))]
+                                                             if r.norm == n else ["", "", ""])]
                        + [r.mean_norm, r.median_norm, r.success_rate, r.rejected, r.forward_per_sample, r.backward_per_sample,
                           r.seconds_per_sample, r.via_surrogate, r.status])
     return buf.getvalue()
+
+
+def _csv_pair(ci: tuple[float, float] | None) -> list[float | str]:
+    """An interval's two ends for the CSV (empty where missing)."""
+    if ci is None:
+        return ["", ""]
+    return ["" if is_missing(v) else v for v in ci]
 
 
 # -- the index of a published folder -----------------------------------------------------------
