@@ -105,7 +105,11 @@ class _Loaded(robench.TorchModel):
     """A network read from a file: never trained, never cached, eval mode, parameters frozen."""
 
     trainable = False
-    what = "model file"
+    what_format = "model file"  # how messages name the model; {field} is one of its parameters
+
+    @property
+    def what(self) -> str:
+        return self.what_format.format(**dict(self.params))
 
     def load(self) -> torch.nn.Module:
         raise NotImplementedError
@@ -137,10 +141,7 @@ class TorchFile(_Loaded):
     """An architecture from Python code plus a weights file (safetensors or a torch state dict)."""
 
     Params = TorchFileParams
-
-    @property
-    def what(self) -> str:  # type: ignore[override]
-        return f"torch-file {self.params.weights} with {self.params.architecture}"
+    what_format = "torch-file {weights} with {architecture}"
 
     @classmethod
     def content_files(cls, params: TorchFileParams) -> list[Path]:
@@ -165,10 +166,7 @@ class TorchScript(_Loaded):
     """A TorchScript archive (torch.jit.save of a scripted or traced network)."""
 
     Params = FileParams
-
-    @property
-    def what(self) -> str:  # type: ignore[override]
-        return f"torchscript {self.params.file}"
+    what_format = "torchscript {file}"
 
     def load(self) -> torch.nn.Module:
         return load_torchscript(self.params.file)
@@ -178,10 +176,7 @@ class Onnx(_Loaded):
     """An ONNX graph converted to torch by onnx2torch, so gradients flow."""
 
     Params = FileParams
-
-    @property
-    def what(self) -> str:  # type: ignore[override]
-        return f"onnx {self.params.file}"
+    what_format = "onnx {file}"
 
     def load(self) -> torch.nn.Module:
         return load_onnx(self.params.file)
