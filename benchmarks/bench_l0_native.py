@@ -27,10 +27,9 @@ import torch
 
 import robench
 from robench import Norm
-from robench.plugins import load_registry
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_pdpgd import add_model_args, md_table, meta, model_and_images, verified  # noqa: E402  (same model training and cache)
+from bench_pdpgd import add_model_args, md_table, meta, start, verified  # noqa: E402  (same model training and cache)
 
 
 class Counted(robench.Model):
@@ -56,23 +55,16 @@ ATTACKS = {
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_model_args(ap, n=20)
+    add_model_args(ap, n=20, out="bench_l0_native.json")
     ap.add_argument("--attacks", nargs="+", default=["jsma", "pixel"], choices=sorted(ATTACKS))
-    ap.add_argument("--only", nargs="*", help="run only labels containing one of these strings (e.g. native)")
     ap.add_argument("--pixel-params", type=json.loads, default={}, help='JSON params for both pixel attacks, e.g. {"max_iter": 20}')
     ap.add_argument("--native-pixel-params", type=json.loads, default={}, help="JSON params for the native pixel attack only")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     ap.add_argument(
         "--repeat", type=int, default=1,
         help="run the attacks this many rounds, round-robin, and report each one's fastest round "
         "(a busy shared machine inflates single timings; results are identical across rounds)",
     )
-    ap.add_argument("--out", type=Path, default=Path("bench_l0_native.json"))
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-
-    registry = load_registry()
-    model, x, y, acc = model_and_images(args, registry)
+    args, registry, model, x, y, acc = start(ap, argv)
     runs = []
     for family in args.attacks:
         for label, plugin in ATTACKS[family]:

@@ -95,8 +95,8 @@ def eval_images(dataset: str, model: robench.Model, n: int, registry) -> tuple[t
     return x[keep], y[keep], acc
 
 
-def add_model_args(ap: argparse.ArgumentParser, n: int) -> None:
-    """The model and image options every ``cnn``-model benchmark takes (bench_l0_native uses them too)."""
+def add_model_args(ap: argparse.ArgumentParser, n: int, out: str) -> None:
+    """The model, image and run options every ``cnn``-model benchmark takes (bench_l0_native uses them too)."""
     ap.add_argument("--dataset", default="cifar10")
     ap.add_argument("--arch", default="lenet")
     ap.add_argument("--epochs", type=int, default=3)
@@ -108,14 +108,21 @@ def add_model_args(ap: argparse.ArgumentParser, n: int) -> None:
         ".robench/cache/<key>/weights.safetensors (its config.json must match --arch/--width/--epochs)",
     )
     ap.add_argument("--n", type=int, default=n, help="correctly classified test images to attack")
+    ap.add_argument("--only", nargs="*", help="run only attacks whose label contains one of these strings")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: fastest on a busy machine)")
+    ap.add_argument("--out", type=Path, default=Path(out), help="the JSON file of the results")
 
 
-def model_and_images(args, registry) -> tuple[robench.Model, torch.Tensor, torch.Tensor, float]:
-    """The model of ``add_model_args``' options and its first ``--n`` correctly classified test images."""
+def start(ap: argparse.ArgumentParser, argv: list[str] | None):
+    """Parse the options, set the threads, load the plugins, the model and its first ``--n`` correctly
+    classified test images: (args, registry, model, x, y, clean accuracy on the first 1000)."""
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    registry = load_registry()
     model = get_model(args.dataset, args.arch, args.epochs, args.width, args.weights, registry)
     x, y, acc = eval_images(args.dataset, model, args.n, registry)
     print(f"{args.dataset} {args.arch}: clean accuracy {acc:.3f} on the first 1000 test images; attacking {len(x)}")
-    return model, x, y, acc
+    return args, registry, model, x, y, acc
 
 
 def verified(model: robench.Model, x: torch.Tensor, y: torch.Tensor, adv: torch.Tensor, norm: Norm):
@@ -177,19 +184,12 @@ def attacks_for(norm: Norm, pool: torch.Tensor, steps: int, bb_steps: int, only:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_model_args(ap, n=100)
+    add_model_args(ap, n=100, out="bench_pdpgd.json")
     ap.add_argument("--norms", nargs="+", default=["L0", "L1", "L2", "Linf"])
     ap.add_argument("--steps", type=int, default=500, help="iterations of PDPGD / PDGD / FMN (all)")
     ap.add_argument("--bb-steps", type=int, default=1000, help="steps of Brendel-Bethge")
     ap.add_argument("--batch", type=int, default=100)
-    ap.add_argument("--only", nargs="*", help="run only attacks whose label contains one of these strings")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: fastest on a busy machine)")
-    ap.add_argument("--out", type=Path, default=Path("bench_pdpgd.json"))
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-
-    registry = load_registry()
-    model, x, y, acc = model_and_images(args, registry)
+    args, registry, model, x, y, acc = start(ap, argv)
     results = []
     for norm_name in args.norms:
         norm = Norm(norm_name)
