@@ -24,9 +24,23 @@ function robenchSort(th) {
   });
   rows.forEach(function (r) { body.appendChild(r); });
 }
+// Filter: rows of every table whose text does not contain each of the typed words are hidden.
+function robenchFilter(text) {
+  const words = text.toLowerCase().split(/\s+/).filter(function (w) { return w.length > 0; });
+  document.querySelectorAll("table.sortable tbody tr").forEach(function (row) {
+    const hay = row.innerText.toLowerCase();
+    const keep = words.every(function (w) { return hay.indexOf(w) >= 0; });
+    row.classList.toggle("hidden", !keep);
+  });
+}
 document.addEventListener("DOMContentLoaded", function () {
   document.querySelectorAll("table.sortable thead th").forEach(function (th) {
     th.addEventListener("click", function () { robenchSort(th); });
     th.title = "click to sort";
   });
+  const box = document.getElementById("filter");
+  if (box) {
+    box.addEventListener("input", function () { robenchFilter(box.value); });
+    if (box.value) { robenchFilter(box.value); }
+  }
 });
