@@ -226,6 +226,19 @@ def _as_l0(res, plugins: dict[str, str]):
     return res
 
 
+def test_a_run_with_fewer_samples_than_the_suite_says_so(store_path):
+    import dataclasses
+
+    res = load_results(store_path)[0]
+    assert "--limit" not in to_markdown(res)  # the toy suite sets no limit
+    short = dataclasses.replace(res, config=dict(res.config, dataset=dict(res.config["dataset"], limit=1000)))
+    md = to_markdown(short)
+    # issue 22: cifar_l0.md said "the first 1000 test images" above a table of 100 samples
+    assert "10 samples from offset 0); seed 7. This run has 10 of the suite's 1000 samples (a run with --limit)" in md
+    full = dataclasses.replace(res, config=dict(res.config, dataset=dict(res.config["dataset"], limit=10)))
+    assert "--limit" not in to_markdown(full)
+
+
 def test_l0_attacks_that_minimise_changed_values_are_marked():
     import tempfile
 

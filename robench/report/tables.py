@@ -325,8 +325,13 @@ def summary_lines(res: SuiteResults) -> list[str]:
     ds = cfg.get("dataset", {})
     n = max((v[1] for v in res.clean.values()), default=0)
     cls = f", classes {ds.get('classes')}" if ds.get("classes") else ""
+    limit = ds.get("limit")
+    # a run with --limit: the suite's prose (the description) may describe its full run; the data says which this is
+    short = (f" This run has {n} of the suite's {limit} samples (a run with --limit): where the description above "
+             f"speaks of {limit}, the numbers here are for the first {n}.") if isinstance(limit, int) and 0 < n < limit else ""
     return [
-        f"Dataset **{ds.get('name')}** ({ds.get('split')} split{cls}, {n} samples from offset {ds.get('offset', 0)}); seed {cfg.get('seed')}.",
+        f"Dataset **{ds.get('name')}** ({ds.get('split')} split{cls}, {n} samples from offset {ds.get('offset', 0)}); seed {cfg.get('seed')}."
+        + short,
         "Robust accuracy (%) = correctly classified and no verified adversarial within eps (clean errors count as broken); "
         "[95% Wilson interval] on clean and robust accuracy. *best* = per sample, the smallest verified adversarial over all attacks of that norm. "
         f"*Strongest attack* = the single attack with the lowest robust accuracy (every one of them on a tie). "
