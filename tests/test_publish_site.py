@@ -151,7 +151,8 @@ def wide_site(tmp_path_factory) -> Path:
                "jsma": "art-jsma", "pixel": "art-pixel", "fmn-l0": "fb-fmn"}
     wide = dataclasses.replace(res, suite="wide", rows=rows, config=dict(
         res.config, name="wide", epsilons={"L0": [0.5, 1.0, 2.0, 3.0, 4.0]}, headline={"L0": 1.0},
-        attacks=[{"name": a, "plugin": p} for a, p in plugins.items()]))
+        attacks=[{"name": a, "plugin": p} for a, p in plugins.items()],
+        models=[{"name": "A", "plugin": "mlp", "params": {"hidden": 8}}, {"name": "B", "plugin": "mlp"}]))
     build_site([wide], tmp / "site")
     return tmp / "site"
 
@@ -182,6 +183,9 @@ def test_ranking_table_shows_its_key_columns_at_1400_px(browser, wide_site, tmp_
     assert "bb-l0 ‡ mean L0" in headers and "jsma ‡ mean L0" in headers and "pixel mean L0" in headers
     assert "bb-l0 (fb-bb), jsma (art-jsma), fmn-l0 (fb-fmn) minimise the number of changed channel values" in \
         page.locator("p.values").first.inner_text()
+    # the models table (a compact card per model): plugin with its version, parameters, clean accuracy, rank
+    assert column(page, "models", 0) == ["A", "B"] and column(page, "models", 2) == ['{"hidden": 8}', "{}"]
+    assert column(page, "models", 5) == ["2", "1"]
     page.close()
 
 

@@ -19,8 +19,8 @@ from .. import __version__
 from ..metrics import SuiteResults
 from .plots import PLOT_CAPTIONS, plots
 from .tables import (
-    WARN, Cell, Table, attack_ranking_table, attack_table, clean_only_table, eps_text, index_entries, noise_table, norms_of, pct,
-    provenance_lines, ranking_table, rows_json, summary_lines, to_csv, transfer_table, values_note,
+    WARN, Cell, Table, attack_ranking_table, attack_table, clean_only_table, eps_text, index_entries, models_table, noise_table,
+    norms_of, pct, provenance_lines, ranking_table, rows_json, summary_lines, to_csv, transfer_table, values_note,
 )
 
 CSS = """
@@ -203,6 +203,9 @@ def suite_page(res: SuiteResults, figures: dict[str, Path]) -> str:
     clean_only = clean_only_table(res)
     if clean_only is not None:
         body += ["<h2>Clean accuracy only</h2>"] + _block(clean_only)
+    models = models_table(res)
+    if models is not None:
+        body += ['<h2 id="models">Models</h2>'] + _block(models)
     if res.warnings:
         body += ['<h2 id="warnings">Warnings</h2>', '<ul class="warn">']
         body += [f"<li>{WARN} {_e(w)}</li>" for w in res.warnings] + ["</ul>"]

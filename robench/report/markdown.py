@@ -6,7 +6,7 @@ import re
 
 from ..metrics import SuiteResults
 from .tables import (
-    WARN, Table, attack_ranking_table, attack_table, clean_only_table, eps_text, noise_table, norms_of, per_attack_rows,
+    WARN, Table, attack_ranking_table, attack_table, clean_only_table, eps_text, models_table, noise_table, norms_of, per_attack_rows,
     provenance_lines, ranking_table, summary_lines, transfer_table, values_note,
 )
 
@@ -51,6 +51,9 @@ def to_markdown(res: SuiteResults, norms: list[str] | None = None) -> str:
         clean_only = clean_only_table(res)
         if clean_only is not None:
             lines += ["## Clean accuracy only", ""] + _md_block(clean_only)
+        models = models_table(res)
+        if models is not None:
+            lines += ["## Models", ""] + _md_block(models)
     if res.warnings:
         lines += ["## Warnings", ""] + [f"- {WARN} {md_text(w)}" for w in res.warnings] + [""]
     lines += ["---", ""]

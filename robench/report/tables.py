@@ -292,6 +292,31 @@ def attack_ranking_table(res: SuiteResults, norm: str) -> Table | None:
     return table
 
 
+def models_table(res: SuiteResults) -> Table | None:
+    """One line per model of the suite (a card, compactly): plugin and its version, parameters as the
+    suite gives them, samples, clean accuracy with its interval, and its rank per norm. None when the
+    suite config lists no models (a hand-made store)."""
+    models = [m for m in res.config.get("models") or [] if isinstance(m, dict) and isinstance(m.get("name"), str)]
+    if not models:
+        return None
+    versions = provenance(res).get("plugins", {})
+    norms = norms_of(res)
+    ranks = {nm: {r.model: i for i, r in enumerate(ranked_models(res, nm), 1)} for nm in norms}
+    table = Table("models", ["Model", "Plugin", "Parameters", "Samples", "Clean"] + [f"Rank {nm}" for nm in norms],
+                  note="Each model as the suite defines it (plugin, parameters) with the plugin's version from the last run.")
+    for m in models:
+        name, plugin = m["name"], str(m.get("plugin", "–"))
+        params = json.dumps(m.get("params") or {}, sort_keys=True, separators=(", ", ": "))
+        version = versions.get(f"model:{plugin}")
+        k, n = res.clean.get(name, (0, 0))
+        clean = k / n if n else None
+        row = [Cell(name, name), Cell(plugin + (f" ({version})" if version else ""), plugin), Cell(params, params),
+               Cell(str(n), n), Cell(ci_text(clean, wilson(k, n)) if n else "–", clean)]
+        row += [Cell(str(ranks[nm][name]), ranks[nm][name]) if name in ranks[nm] else Cell("–") for nm in norms]
+        table.rows.append(row)
+    return table
+
+
 def noise_table(res: SuiteResults) -> Table:
     sigmas = sorted({s for d in res.noise.values() for s in d})
     table = Table("noise", ["Model"] + [f"σ={eps_text(s)}" for s in sigmas],
