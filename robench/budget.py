@@ -42,7 +42,7 @@ import torch
 
 from .api import Norm
 from .norms import lp_norm
-from .verify import within_eps
+from .verify import ABS_TOL, REL_TOL, within_eps
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,10 @@ class BatchTracker:
         self.best[clean_wrong] = 0.0
         self.best_x: torch.Tensor | None = None  # (N, ...) float32 on x's device; NaN rows: none kept
         self.curves: list[list[tuple[int, int, float]]] = [[(0, 0, 0.0)] if w else [] for w in clean_wrong.tolist()]
-        self._done = clean_wrong.clone()  # bounded: first success found; minimal: norm 0 (cannot improve)
+        # On the model's device, so a call costs one host sync (whether any row is a candidate):
+        self._done_dev = clean_wrong.to(x.device)  # bounded: first success found; minimal: norm 0 (cannot improve)
+        self._best_dev = self.best.to(x.device, torch.float32)
+        self._all_done = bool(clean_wrong.all())
 
     # -- the wrapper's hooks ----------------------------------------------------------------
     def forward_call(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -122,37 +125,42 @@ class BatchTracker:
 
     # -- best so far ------------------------------------------------------------------------
     def _observe(self, xq: torch.Tensor, out: torch.Tensor, live: torch.Tensor) -> None:
-        if bool(self._done.all()):
+        # Cheap first: the scores say which rows are misclassified (nothing else is read for the others);
+        # then one pass each for the box and the norm, in float32 on the model's device. The tracked norms
+        # only rank candidates: the harness re-verifies (float64) whatever it keeps.
+        if self._all_done:
             return
         with torch.no_grad():
             xq = xq.detach()
             if xq.shape != self.x.shape:
                 return
-            flat = xq.flatten(1)
-            ok = (out.detach().argmax(1) != self.y) & torch.isfinite(flat).all(1) & (flat >= 0).all(1) & (flat <= 1).all(1)
-            ok = ok.cpu() & live & ~self._done
-            if not bool(ok.any()):
+            dev = xq.device
+            cand = (out.detach().argmax(1) != self.y) & live.to(dev) & ~self._done_dev
+            if not bool(cand.any()):
                 return
-            idx = torch.nonzero(ok).flatten()
-            d = idx.to(xq.device)
-            norms = lp_norm((xq[d] - self.x[d]).double(), self.norm).cpu()
+            flat = xq.flatten(1)
+            lo, hi = flat.amin(1), flat.amax(1)  # NaN propagates: a NaN row fails both tests
+            norms = lp_norm(xq.float() - self.x.float(), self.norm)
             if self.eps is not None:
-                good = within_eps(norms, self.eps, self.norm)
+                good = cand & (lo >= 0) & (hi <= 1) & within_eps(norms, self.eps, self.norm)
             else:
-                good = norms < self.best[idx]
+                good = cand & (lo >= 0) & (hi <= 1) & (norms < self._best_dev)
             if not bool(good.any()):
                 return
-            idx, norms = idx[good], norms[good]
+            idx_dev = torch.nonzero(good).flatten()
             if self.best_x is None:
                 self.best_x = torch.full_like(self.x, float("nan"), dtype=torch.float32)
-            self.best_x[idx.to(xq.device)] = xq[idx.to(xq.device)].float()
-            self.best[idx] = norms
-            for i, v in zip(idx.tolist(), norms.tolist()):
-                self.curves[i].append((int(self.forward[i]), int(self.backward[i]), float(v)))
+            self.best_x[idx_dev] = xq[idx_dev].float()
+            self._best_dev[idx_dev] = norms[idx_dev]
             if self.eps is not None:
-                self._done[idx] = True
+                self._done_dev[idx_dev] = True
             else:
-                self._done[idx] |= norms == 0
+                self._done_dev[idx_dev] |= norms[idx_dev] == 0
+            idx, vals = idx_dev.cpu(), norms[idx_dev].double().cpu()
+            self.best[idx] = vals
+            for i, v in zip(idx.tolist(), vals.tolist()):
+                self.curves[i].append((int(self.forward[i]), int(self.backward[i]), float(v)))
+            self._all_done = bool(self._done_dev.all())
 
 
 def final_curve(curve: list[tuple[int, int, float]], success: bool, norm: float | None,
@@ -169,9 +177,11 @@ def final_curve(curve: list[tuple[int, int, float]], success: bool, norm: float 
         return []
     if bounded:  # the curve is the first success; which candidate the result kept does not move it
         return [[f, b, v] for f, b, v in curve[:1]] or [[int(forward), int(backward), float(norm)]]
-    kept = [[f, b, v] for f, b, v in curve if v >= norm - 1e-12]
-    if not kept or kept[-1][2] > norm + 1e-12:
+    tol = norm * REL_TOL + ABS_TOL  # tracked norms are float32; the verified one is float64
+    kept = [[f, b, v] for f, b, v in curve if v >= norm - tol]
+    if not kept or kept[-1][2] > norm + tol:
         kept.append([int(forward), int(backward), float(norm)])
+    kept[-1][2] = float(norm)  # the stored (float64, verified) value, not its float32 tracking
     return kept
 
 

@@ -60,7 +60,14 @@ def encode_message(msg: tuple) -> bytes:
         adv = cand.adv.detach().to("cpu", torch.float32).contiguous().numpy()
         head = {"kind": kind, "chunk": list(cand.chunk), "shape": list(adv.shape), "forward": cand.forward,
                 "backward": cand.backward, "seconds": cand.seconds, "records": dict(records), "logs": logs}
-        return json.dumps(head).encode() + b"\n" + adv.tobytes()
+        payload = adv.tobytes()
+        if cand.curves is not None and cand.spent is not None:  # the wrapper's best-so-far (robench.budget)
+            head["curves"] = [[list(p) for p in c] for c in cand.curves]
+            head["spent"] = [list(p) for p in cand.spent]
+            head["best"] = cand.best is not None
+            if cand.best is not None:
+                payload += cand.best.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+        return json.dumps(head).encode() + b"\n" + payload
     head = {"kind": kind, "logs": logs}
     if kind == "failed":
         head["error"] = str(msg[1])
@@ -82,14 +89,41 @@ def decode_message(raw: bytes, job: CellJob, sent: set[int]) -> dict:
     if (not isinstance(chunk, list) or not chunk or not all(isinstance(k, int) and 0 <= k < len(job.positions) for k in chunk)
             or len(set(chunk)) != len(chunk) or sent & set(chunk)):
         raise RobenchError("the cell's child process sent a batch of positions that are not this cell's remaining ones")
-    if not isinstance(shape, list) or not shape or shape[0] != len(chunk) or math.prod(shape) * 4 != len(payload):
+    best = head.get("best") is True
+    if (not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d >= 0 for d in shape) or shape[0] != len(chunk)
+            or math.prod(shape) * 4 * (2 if best else 1) != len(payload)):
         raise RobenchError("the cell's child process sent candidates whose size does not match their shape")
     counts = [head.get(k) for k in ("forward", "backward", "seconds")]
     if not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in counts):
         raise RobenchError("the cell's child process sent pass counts that are not finite non-negative numbers")
-    adv = torch.from_numpy(np.frombuffer(payload, dtype=np.float32).copy()).reshape(shape)
-    head["candidates"] = Candidates(chunk, adv, float(counts[0]), float(counts[1]), float(counts[2]))
+    size = math.prod(shape) * 4
+    adv = torch.from_numpy(np.frombuffer(payload[:size], dtype=np.float32).copy()).reshape(shape)
+    cand = Candidates(chunk, adv, float(counts[0]), float(counts[1]), float(counts[2]))
+    if "curves" in head or "spent" in head:
+        cand.curves, cand.spent = _tracked(head.get("curves"), head.get("spent"), len(chunk))
+        if best:  # kept candidates: verified by the parent like any returned one
+            cand.best = torch.from_numpy(np.frombuffer(payload[size:], dtype=np.float32).copy()).reshape(shape)
+    head["candidates"] = cand
     return head
+
+
+def _tracked(curves, spent, n: int) -> tuple[list, list]:
+    """Best-so-far curves and per-sample passes from the child: checked for shape and finite non-negative numbers.
+
+    Like the pass counts, they are the child's account (a dishonest plugin could misstate when a point was
+    reached); the point they end at is replaced by the parent's verified result (robench.budget.final_curve)."""
+    def count(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    def point(p):
+        return (isinstance(p, list) and len(p) == 3 and count(p[0]) and count(p[1]) and isinstance(p[2], (int, float))
+                and not isinstance(p[2], bool) and math.isfinite(p[2]) and p[2] >= 0)
+
+    if (not isinstance(curves, list) or len(curves) != n or not all(isinstance(c, list) and all(map(point, c)) for c in curves)
+            or not isinstance(spent, list) or len(spent) != n
+            or not all(isinstance(p, list) and len(p) == 2 and count(p[0]) and count(p[1]) for p in spent)):
+        raise RobenchError("the cell's child process sent best-so-far curves that are not lists of passes and norms per sample")
+    return [[tuple(p) for p in c] for c in curves], [tuple(p) for p in spent]
 
 
 def _exit_description(code: int | None) -> str:
