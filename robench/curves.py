@@ -13,10 +13,15 @@ robench versions read such stores as before (they ignore the table).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Iterable
 
+import torch
+
+from .api import Norm
 from .store import SampleRow, Store
+from .verify import within_eps
 
 DDL = """CREATE TABLE IF NOT EXISTS curves (
     cell TEXT NOT NULL,
@@ -55,4 +60,32 @@ def read_curves(store: Store, cell: str) -> dict[int, list[list[float]]]:
     return {int(i): json.loads(p) for i, p in store.db.execute("SELECT idx, points FROM curves WHERE cell=? ORDER BY idx", (cell,))}
 
 
-__all__ = ["DDL", "TrackedRow", "read_curves", "write_curves"]
+def best_at(curve: list[list[float]], passes: float, *, backward: bool = False) -> float:
+    """The sample's best norm once it had spent ``passes`` forward (or backward) passes; inf if not yet broken."""
+    k = 1 if backward else 0
+    best = math.inf
+    for point in curve:
+        if point[k] > passes:
+            break
+        best = point[2]
+    return best
+
+
+def strength_at(curves: Iterable[list[list[float]]], passes: float, norm: Norm | str, eps: float | None = None,
+                *, backward: bool = False) -> dict[str, float]:
+    """Over samples (one curve each, unbroken ones empty): the median best ``norm`` after ``passes`` passes
+    (inf while at most half are broken) and, with ``eps``, the fraction still robust at eps (no adversarial
+    within eps yet, by the verifier's tolerance rule)."""
+    values = sorted(best_at(c, passes, backward=backward) for c in curves)
+    if not values:
+        return {"n": 0, "median_norm": math.nan, **({"robust": math.nan} if eps is not None else {})}
+    mid = len(values) // 2
+    median = values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+    out = {"n": len(values), "median_norm": median}
+    if eps is not None:
+        broken = within_eps(torch.tensor(values, dtype=torch.float64), eps, Norm(norm))
+        out["robust"] = float((~broken).double().mean())
+    return out
+
+
+__all__ = ["DDL", "TrackedRow", "best_at", "read_curves", "strength_at", "write_curves"]

@@ -318,3 +318,15 @@ def test_best_so_far_crosses_the_process_boundary_checked():
     head = json.loads(line)
     with pytest.raises(RobenchError, match="size does not match"):
         decode_message(json.dumps(head).encode() + b"\n" + payload[: len(payload) // 2], job, set())
+
+
+def test_strength_at_a_budget_reads_the_curves():
+    from robench.curves import best_at, strength_at
+
+    curves = [[[0, 0, 0.0]], [[3, 1, 0.8], [10, 4, 0.4]], [[50, 0, 0.2]], []]
+    assert [best_at(c, 5) for c in curves] == [0.0, 0.8, math.inf, math.inf]
+    assert best_at(curves[1], 3, backward=True) == 0.8 and best_at(curves[1], 4, backward=True) == 0.4
+    s = strength_at(curves, 10, Norm.L2, eps=0.5)
+    assert s == {"n": 4, "median_norm": math.inf, "robust": 0.5}  # (0.4 + inf) / 2; samples 2, 3 unbroken at 10
+    s = strength_at(curves, 100, Norm.L2, eps=0.5)
+    assert s["median_norm"] == pytest.approx(0.3) and s["robust"] == 0.25
