@@ -238,18 +238,18 @@ def _numeric(header: str) -> bool:
 
 
 def _cells(table: Any, cols: list[int], ci_col: int | None = None) -> list[list[RenderableType]]:
-    """Rows of a leaderboard table (its display texts, as in the markdown); the robust accuracy of the
-    headline eps keeps its interval on a second line, other eps columns show the value only."""
+    """Rows of a leaderboard table (its display texts, as in the markdown); clean accuracy and the robust
+    accuracy of the headline eps keep their interval on a second line, other eps columns show the value only."""
     rows = []
     for row in table.rows:
         out: list[RenderableType] = []
         for c in cols:
             text = row[c].text
             head = table.headers[c]
-            if head.startswith("ε=") and " [" in text:
+            if (head.startswith("ε=") or head == "Clean") and " [" in text:
                 value, ci = text.split(" [", 1)
                 lo, _, hi = ci.rstrip("]").partition(", ")
-                out.append(Text.assemble(value, (f"\n{lo}–{hi}", "dim")) if c == ci_col else Text(value))
+                out.append(Text.assemble(value, (f"\n{lo}–{hi}", "dim")) if c == ci_col or head == "Clean" else Text(value))
             else:
                 out.append(Text(text))
         rows.append(out)
@@ -305,7 +305,7 @@ def print_leaderboard(console: Console, res: Any, source: str | None = None) -> 
         ci_col = h.index(f"ε={lb.eps_text(head)}") if head is not None and f"ε={lb.eps_text(head)}" in h else None
         head_txt = lb.eps_text(head) if head is not None else "?"
         note = (f"Models ranked by robust accuracy (%) of best (all attacks, per sample) at eps = {head_txt}, "
-                f"with its 95% Wilson interval; s/sample sums every attack." + (" L0 counts pixels." if norm == "L0" else ""))
+                f"with its 95% Wilson interval (as clean accuracy); s/sample sums every attack." + (" L0 counts pixels." if norm == "L0" else ""))
         _print_table(console, f"{norm}: ranking", ranking, cols, keep=2, ci_col=ci_col, note=note)
 
         attacks = lb.attack_table(res, norm)
@@ -320,6 +320,10 @@ def print_leaderboard(console: Console, res: Any, source: str | None = None) -> 
         _print_table(console, f"{norm}: per attack", attacks, cols, keep=2,
                      note="Robust accuracy (%) per eps" + (f", mean {norm} of the minimal attacks' adversarials" if minimal else "")
                      + ", success rate (%) and seconds per sample of each attack.")
+        values = lb.values_note(res, norm)
+        if values:  # L0 attacks that minimise changed values, not pixels (marked ‡ in the attack column)
+            _para(console, values, "dim")
+            console.print()
         if any(r.via_surrogate for r in lb.per_attack_rows(res, norm)):
             console.print(Text("† via surrogate: the attack used the model's differentiable surrogate; "
                                "every adversarial was verified on the real model.", style="dim"))

@@ -261,8 +261,17 @@ def test_l0_attacks_that_minimise_changed_values_are_marked():
     header, _ = tables["L0"]
     assert "cw ‡ mean L0" in header and "pgd @1" in header  # pdpgd's grouped threshold counts pixels: no mark
     assert [line[1] for line in tables["L0: per attack"][1]] == ["cw ‡", "pgd", "cw ‡"]
-    note = "‡ cw (fb-bb) minimise the number of changed channel values, not of changed pixels"
+    note = "‡ cw (fb-bb) minimises the number of changed channel values, not of changed pixels"
     assert md.count(note) == 2  # under the ranking and under the per-attack table
+    # the terminal leaderboard too
+    from rich.console import Console
+
+    from robench.terminal import print_leaderboard
+
+    console = Console(width=200, record=True, color_system=None)
+    print_leaderboard(console, res)
+    shown = console.export_text()
+    assert note in shown and "cw ‡" in shown
     # an L2 suite, or an L0 one of pixel attacks only, has no such note
     assert "‡" not in to_markdown(_as_l0(res, {"cw": "pixel", "pgd": "pdpgd"}))
 

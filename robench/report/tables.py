@@ -132,8 +132,11 @@ def values_note(res: SuiteResults, norm: str) -> str:
         return ""
     plugins = attack_plugins(res)
     return (f"{VALUES_MARK} " + ", ".join(f"{a} ({plugins[a]})" for a in marked)
-            + " minimise the number of changed channel values, not of changed pixels; the board counts every adversarial "
-            "in changed pixels (a pixel is changed if any channel is), so they are scored on a count they do not optimise.")
+            + (" minimises" if len(marked) == 1 else " minimise")
+            + " the number of changed channel values, not of changed pixels; the board counts every adversarial "
+            "in changed pixels (a pixel is changed if any channel is), so "
+            + ("it is" if len(marked) == 1 else "they are") + " scored on a count "
+            + ("it does" if len(marked) == 1 else "they do") + " not optimise.")
 
 
 def clean_ci(r: Row) -> tuple[float, float]:
