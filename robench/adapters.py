@@ -42,17 +42,10 @@ class LibraryAttack(Attack):
 
     kind = "minimal"
     needs = frozenset({"gradients"})
-    #: the norm of attacks that have only one (None: taken from params.norm).
-    fixed_norm: ClassVar[Norm | None] = None
     #: the library's attack class: its name, or its name per norm.
     library_class: ClassVar[str | dict[Norm, str]] = ""
     #: parameters the adapter uses itself; every other field goes to the library under its name.
     adapter_params: ClassVar[frozenset[str]] = frozenset({"norm"})
-
-    def __init__(self, params: Params):
-        super().__init__(params)
-        if self.fixed_norm is not None:
-            self.norm = self.fixed_norm
 
     def library_class_name(self) -> str:
         """The library class to run for this attack's norm."""

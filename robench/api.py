@@ -283,9 +283,10 @@ class Attack:
     """An attack. ``run`` returns candidate adversarials; the harness (never the attack) decides
     which are real: it re-classifies them, checks the [0, 1] box and recomputes every norm.
 
-    Subclasses set :attr:`Params`, :attr:`kind` and :attr:`needs`, and set ``self.norm`` (which may
-    depend on the parameters, e.g. PGD's ``norm``). One instance lives for one cell (one model, one
-    eps): it may keep state across the cell's batches, e.g. a trained substitute.
+    Subclasses set :attr:`Params`, :attr:`kind` and :attr:`needs`. ``self.norm`` is :attr:`fixed_norm`
+    for attacks of one norm, else the parameters' ``norm`` (e.g. PGD's; L2 where there is none). One
+    instance lives for one cell (one model, one eps): it may keep state across the cell's batches,
+    e.g. a trained substitute.
     """
 
     Params: ClassVar[type[Params]] = NoParams
@@ -293,10 +294,12 @@ class Attack:
     needs: ClassVar[frozenset[str]] = frozenset({"gradients"})
     #: the attack draws random numbers: the harness seeds torch/numpy before every batch.
     randomized: ClassVar[bool] = False
+    #: the norm of attacks that have only one (None: taken from ``params.norm``).
+    fixed_norm: ClassVar[Norm | None] = None
 
     def __init__(self, params: Params):
         self.params = params
-        self.norm: Norm = Norm(getattr(params, "norm", "L2"))
+        self.norm: Norm = self.fixed_norm if self.fixed_norm is not None else Norm(getattr(params, "norm", "L2"))
 
     def run(
         self,

@@ -23,10 +23,7 @@ from robench import Norm
 class _Bounded(robench.Attack):
     kind = "bounded"
     needs = frozenset({"decisions"})
-
-    def __init__(self, params):
-        super().__init__(params)
-        self.norm = Norm.Linf
+    fixed_norm = Norm.Linf
 
 
 def _tiny(x: torch.Tensor) -> torch.Tensor:

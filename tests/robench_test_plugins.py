@@ -12,10 +12,7 @@ from robench import Norm
 class _MinimalL2(robench.Attack):
     kind = "minimal"
     needs = frozenset({"scores"})
-
-    def __init__(self, params):
-        super().__init__(params)
-        self.norm = Norm.L2
+    fixed_norm = Norm.L2
 
 
 class OutOfBox(_MinimalL2):

@@ -28,10 +28,7 @@ class ExactLinfFgsm(robench.Attack):
 class MinimalDummy(robench.Attack):
     kind = "minimal"
     needs = frozenset({"gradients"})
-
-    def __init__(self, params):
-        super().__init__(params)
-        self.norm = robench.Norm.L2
+    fixed_norm = robench.Norm.L2
 
     def run(self, model, x, y, *, eps, ctx, source=None):
         return x

@@ -142,20 +142,13 @@ class PDPGD(_PDBase):
     Params = PDPGDParams
     smooth = False
 
-    def __init__(self, params: PDPGDParams):
-        super().__init__(params)
-        self.norm = Norm(params.norm)
-
 
 class PDGD(_PDBase):
     """Primal-dual gradient descent (L2): Adam on the whole Lagrangian."""
 
     Params = PDGDParams
     smooth = True
-
-    def __init__(self, params: PDGDParams):
-        super().__init__(params)
-        self.norm = Norm.L2
+    fixed_norm = Norm.L2
 
 
 @robench.hookimpl

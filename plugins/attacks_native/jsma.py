@@ -154,10 +154,7 @@ class JSMA(robench.Attack):
     Params = JSMAParams
     kind: ClassVar[str] = "minimal"
     needs: ClassVar[frozenset[str]] = frozenset({"gradients"})
-
-    def __init__(self, params: JSMAParams):
-        super().__init__(params)
-        self.norm = Norm.L0
+    fixed_norm = Norm.L0
 
     def run(self, model, x, y, *, eps, ctx, source=None):
         if not getattr(model, "differentiable", True):

@@ -307,10 +307,7 @@ class Pixel(robench.Attack):
     kind: ClassVar[str] = "minimal"
     needs: ClassVar[frozenset[str]] = frozenset({"scores"})
     randomized: ClassVar[bool] = True
-
-    def __init__(self, params: PixelParams):
-        super().__init__(params)
-        self.norm = Norm.L0
+    fixed_norm = Norm.L0
 
     def run(self, model, x, y, *, eps, ctx, source=None):
         p = self.params

@@ -106,7 +106,6 @@ class AutoAttack(robench.Attack):
 
     def __init__(self, params: AutoAttackParams):
         super().__init__(params)
-        self.norm = Norm(params.norm)
         self.components = tuple(params.components or VERSIONS[params.version])
         self.broken = {c: 0 for c in self.components}
         self.attacked = 0

@@ -219,10 +219,7 @@ class HighConfidenceAttack(robench.Attack):
     Params = HighConfidenceParams
     kind = "minimal"
     needs = frozenset({"gradients"})
-
-    def __init__(self, params: HighConfidenceParams):
-        super().__init__(params)
-        self.norm = robench.Norm.L2
+    fixed_norm = robench.Norm.L2
 
     def run(self, model, x, y, *, eps, ctx, source=None):
         p: HighConfidenceParams = self.params

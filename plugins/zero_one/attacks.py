@@ -30,10 +30,7 @@ class _WeightSignAttack(robench.Attack):
 
     kind = "bounded"
     needs = frozenset({"decisions", "weights"})
-
-    def __init__(self, params: robench.Params):
-        super().__init__(params)
-        self.norm = robench.Norm.Linf
+    fixed_norm = robench.Norm.Linf
 
 
 class LinearSignParams(robench.Params):
