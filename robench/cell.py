@@ -138,6 +138,8 @@ def attack_cell(job: CellJob, factory: type[Attack], params: Params, model: Mode
             adv = attack.run(counting, xb.clone(), yb.clone(), eps=job.eps, ctx=ctx, source=source)
         finally:
             counting.tracker = None
+        if tracker.budget is not None:  # kept with the cell: how often the budget answered for the attack
+            ctx.records["budget_blanked_rows"] = ctx.records.get("budget_blanked_rows", 0) + tracker.blanked_rows
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0

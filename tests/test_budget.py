@@ -189,7 +189,10 @@ def test_budget_blanks_scores_and_gradients_past_it():
     model = Linear()
     data = make_data(model)
     RandomSearch.log = []
-    rows = run_cell(RandomSearch, model, data, budget={"forward": 5})
+    job = make_job(data, model, budget={"forward": 5})
+    batches = list(attack_cell(job, RandomSearch, NoParams(), model, None, data, torch.device("cpu"), None, lambda m: None))
+    rows = [r for b in batches for r in b.rows]
+    assert batches[-1].records["budget_blanked_rows"] == (RandomSearch.steps - 5) * len(data.x)
     assert len(RandomSearch.log) == RandomSearch.steps
     for k, s in enumerate(RandomSearch.log):
         if k < 5:
