@@ -20,7 +20,7 @@ from .errors import RobenchError, UserInputError
 from .guard import ClassSnapshot, freeze
 from .plugins import Registry, plugin_version
 from .seeds import seed_everything, stable_hash
-from .content import content_digests, key_view, suite_folder
+from .content import content_digests, key_view, sha256_file, suite_folder
 from .suite import Resolved
 
 CACHE_ENV = "ROBENCH_CACHE"
@@ -105,6 +105,15 @@ def load_checkpoint(model: Model, folder: Path, identity: dict | None = None) ->
         raise RobenchError(f"checkpoint {path} does not fit this model ({exc}); delete {folder} to retrain") from None
 
 
+def _read_config(folder: Path) -> dict:
+    """A cache folder's config.json ({} when absent or unreadable)."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
 def build_model(resolved: Resolved, registry: Registry, name: str, info: DatasetInfo, device: torch.device,
                 state: dict[str, torch.Tensor] | None = None) -> Model:
     """Construct model ``name`` under the suite seed (weight initialisation must not depend on what
@@ -160,6 +169,8 @@ class ModelPool:
         self.keys: dict[str, str] = {}
         self.errors: dict[str, str] = {}
         self.snapshots: dict[str, tuple[dict[str, torch.Tensor] | None, ClassSnapshot]] = {}
+        #: per loaded model, its card: key, weights_sha256, weights_origin, train_seconds, description
+        self.cards: dict[str, dict] = {}
 
     def compute_keys(self) -> None:
         for m in self.resolved.suite.models:
@@ -182,9 +193,17 @@ class ModelPool:
                 zoo_entry = seed_cache(self.keys[name], folder)  # the repository's trained weights, hash-checked
                 if zoo_entry is not None:
                     self.rep.phase(f"model {name}: weights from the model zoo ({zoo_entry.file})")
+                    origin = f"model zoo file {zoo_entry.file}"
+            else:
+                zoo_entry = None
             if (folder / "weights.safetensors").is_file() and not self.retrain:
                 self.rep.phase(f"model {name}: loading cached weights ({folder})")
                 load_checkpoint(model, folder, identity)
+                if zoo_entry is None:
+                    origin = "cache"
+                    config = _read_config(folder)
+                    if isinstance(config.get("from_zoo"), str):
+                        origin = f"cache (from model zoo file {config['from_zoo']})"
             else:
                 if self.train_data is None:
                     raise RobenchError(f"model {name}: no training data to fit it on")
@@ -203,10 +222,31 @@ class ModelPool:
                     "seed": s.seed, "device": str(self.device), "train_seconds": seconds,
                     "origin": spec.origin, "version": plugin_version(spec),
                 })
+                origin = "trained now"
+            seconds = _read_config(folder).get("train_seconds")
+            self.cards[name] = {"key": self.keys[name], "weights_sha256": sha256_file(folder / "weights.safetensors"),
+                                "weights_origin": origin, "description": spec.description,
+                                "train_seconds": float(seconds) if isinstance(seconds, (int, float)) else None}
+        else:
+            self.cards[name] = {"key": self.keys[name], **self._file_weights(params),
+                                "description": spec.description, "train_seconds": None}
         model.to(self.device)
         model.eval()
         self.snapshots[name] = (_snapshot_state(model), ClassSnapshot(model))
         return freeze(model)
+
+    def _file_weights(self, params: Params) -> dict:
+        """A model complete at construction: the SHA-256 and path of the file its parameters name
+        (``weights`` or ``file`` preferred; the same digests that enter its model key), or none."""
+        base = suite_folder(self.resolved)
+        digests = content_digests(params, None, data_dir=self.data_dir, base=base)
+        if not digests:
+            return {"weights_sha256": None, "weights_origin": "built by its plugin (no weights file)"}
+        field = next((f for f in ("weights", "file") if f in digests), sorted(digests)[0])
+        shown = key_view(params, base).get(field.split("[")[0])
+        if isinstance(shown, list):
+            shown = shown[int(field.split("[")[1].rstrip("]"))] if "[" in field else shown[0]
+        return {"weights_sha256": digests[field], "weights_origin": f"loaded from file {shown}"}
 
     def restore(self, name: str, info: DatasetInfo) -> Model:
         """Model ``name`` as it was loaded: its classes' attributes put back, the instance rebuilt

@@ -320,6 +320,8 @@ class Runner:
                 self.model_errors[m.name] = err
                 summary.models_failed.append((m.name, err))
                 self.rep.log(f"[red]model {m.name} failed[/red]: {err.splitlines()[-1]}")
+        if self.pool.cards:  # each model's card (weights hash, origin, training time), for the published Models table
+            store.add_run_provenance(summary.run_id, "models", self.pool.cards)
 
         if s.noise:
             self._run_noise(store, data)

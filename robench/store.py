@@ -207,6 +207,17 @@ class Store:
             )
         return int(cur.lastrowid)
 
+    def add_run_provenance(self, run_id: int, key: str, value: Any) -> None:
+        """Set ``key`` of a run's provenance JSON to ``value`` (what is known only once the run is
+        under way, e.g. the weights each model used)."""
+        with self.transaction():
+            row = self.db.execute("SELECT provenance FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"{self.path}: no run {run_id} to add provenance to")
+            prov = json.loads(row[0])
+            prov[key] = value
+            self.db.execute("UPDATE runs SET provenance=? WHERE id=?", (json.dumps(prov, sort_keys=True), run_id))
+
     def finish_run(self, run_id: int, status: str) -> None:
         with self.transaction():
             self.db.execute("UPDATE runs SET finished=?, status=? WHERE id=?", (time.time(), status, run_id))

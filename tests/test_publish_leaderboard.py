@@ -246,9 +246,11 @@ def test_models_table_lists_each_model_as_the_suite_defines_it(store_path):
     assert "## Models" not in to_markdown(res)  # the toy config lists no models
     models = [{"name": "A", "plugin": "mlp", "params": {"hidden": 8}}, {"name": "B", "plugin": "mlp"}]
     header, body = parse_tables(to_markdown(dataclasses.replace(res, config=dict(res.config, models=models))))["Models"]
-    assert header == ["Model", "Plugin", "Parameters", "Samples", "Clean", "Rank L2"]
-    assert body == [["A", "mlp (robench 0.1.0)", '{"hidden": 8}', "10", "90.0 [59.6, 98.2]", "2"],
-                    ["B", "mlp (robench 0.1.0)", "{}", "10", "100.0 [72.2, 100.0]", "1"]]
+    assert header == ["Model", "Plugin", "Parameters", "Samples", "Clean", "Rank L2",
+                      "Weights SHA-256", "Weights from", "Training", "Description"]
+    # the hand-written store's run recorded no model cards: their columns show –
+    assert body == [["A", "mlp (robench 0.1.0)", '{"hidden": 8}', "10", "90.0 [59.6, 98.2]", "2", "–", "–", "–", "–"],
+                    ["B", "mlp (robench 0.1.0)", "{}", "10", "100.0 [72.2, 100.0]", "1", "–", "–", "–", "–"]]
 
 
 def test_l0_attacks_that_minimise_changed_values_are_marked():

@@ -305,8 +305,12 @@ def models_table(res: SuiteResults) -> Table | None:
     versions = provenance(res).get("plugins", {})
     norms = norms_of(res)
     ranks = {nm: {r.model: i for i, r in enumerate(ranked_models(res, nm), 1)} for nm in norms}
-    table = Table("models", ["Model", "Plugin", "Parameters", "Samples", "Clean"] + [f"Rank {nm}" for nm in norms],
-                  note="Each model as the suite defines it (plugin, parameters) with the plugin's version from the last run.")
+    cards = model_cards(res)
+    table = Table("models", ["Model", "Plugin", "Parameters", "Samples", "Clean"] + [f"Rank {nm}" for nm in norms]
+                  + ["Weights SHA-256", "Weights from", "Training", "Description"],
+                  note="Each model as the suite defines it (plugin, parameters) with the plugin's version from the last run. "
+                       "Weights SHA-256 (first 12 hex digits; hover for all), where they came from, the training time "
+                       "and the plugin's description are those the last run that loaded the model recorded (– when none did).")
     for m in models:
         name, plugin = m["name"], str(m.get("plugin", "–"))
         params = json.dumps(m.get("params") or {}, sort_keys=True, separators=(", ", ": "))
@@ -316,8 +320,36 @@ def models_table(res: SuiteResults) -> Table | None:
         row = [Cell(name, name), Cell(plugin + (f" ({version})" if version else ""), plugin), Cell(params, params),
                Cell(str(n), n), Cell(ci_text(clean, wilson(k, n)) if n else "–", clean)]
         row += [Cell(str(ranks[nm][name]), ranks[nm][name]) if name in ranks[nm] else Cell("–") for nm in norms]
+        card = cards.get(name, {})
+        sha, origin, secs, desc = (card.get(k) for k in ("weights_sha256", "weights_origin", "train_seconds", "description"))
+        row += [Cell(sha[:12], sha, sha) if isinstance(sha, str) and sha else Cell("–"),
+                Cell(origin, origin) if isinstance(origin, str) and origin else Cell("–"),
+                Cell(train_time_text(secs), float(secs)) if isinstance(secs, (int, float)) else Cell("–"),
+                Cell(desc, desc) if isinstance(desc, str) and desc else Cell("–")]
         table.rows.append(row)
     return table
+
+
+def model_cards(res: SuiteResults) -> dict[str, dict[str, Any]]:
+    """Per model, the card the last run that loaded it recorded in its provenance (``"models"``:
+    key, weights_sha256, weights_origin, train_seconds, description); models no run recorded are absent."""
+    cards: dict[str, dict[str, Any]] = {}
+    for run in res.runs:  # in run order: a later run's card replaces an earlier one
+        recorded = (run.get("provenance") or {}).get("models")
+        if isinstance(recorded, dict):
+            cards.update({k: v for k, v in recorded.items() if isinstance(v, dict)})
+    return cards
+
+
+def train_time_text(seconds: float) -> str:
+    """A training time for people: 0.4 s, 42 s, 3.5 min, 1.2 h."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def noise_table(res: SuiteResults) -> Table:
