@@ -114,6 +114,18 @@ def _read_config(folder: Path) -> dict:
     return config if isinstance(config, dict) else {}
 
 
+def _zoo_train_seconds(key: str, entry=None) -> float | None:
+    """The training seconds the model zoo's manifest records for ``key`` (None when it has none)."""
+    from .zoo import read_manifest
+
+    if entry is None:
+        try:
+            entry = read_manifest().get(key)
+        except RobenchError:
+            return None
+    return getattr(entry, "train_seconds", None)
+
+
 def build_model(resolved: Resolved, registry: Registry, name: str, info: DatasetInfo, device: torch.device,
                 state: dict[str, torch.Tensor] | None = None) -> Model:
     """Construct model ``name`` under the suite seed (weight initialisation must not depend on what
@@ -223,7 +235,10 @@ class ModelPool:
                     "origin": spec.origin, "version": plugin_version(spec),
                 })
                 origin = "trained now"
-            seconds = _read_config(folder).get("train_seconds")
+            config = _read_config(folder)
+            seconds = config.get("train_seconds")
+            if not isinstance(seconds, (int, float)) and (zoo_entry is not None or isinstance(config.get("from_zoo"), str)):
+                seconds = _zoo_train_seconds(self.keys[name], zoo_entry)  # the zoo's manifest records it
             self.cards[name] = {"key": self.keys[name], "weights_sha256": sha256_file(folder / "weights.safetensors"),
                                 "weights_origin": origin, "description": spec.description,
                                 "train_seconds": float(seconds) if isinstance(seconds, (int, float)) else None}

@@ -53,7 +53,8 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_models_table_shows_the_cached_weights_hash_and_origin(tmp_path):
+def test_models_table_shows_the_cached_weights_hash_and_origin(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROBENCH_ZOO", str(tmp_path / "nozoo"))  # trained here, whatever the repository's zoo holds
     store = _run(tmp_path, "run1")
     folders = [p for p in (tmp_path / "cache").iterdir() if (p / "weights.safetensors").is_file()]
     assert len(folders) == 1

@@ -61,6 +61,16 @@ def test_zoo_seeds_a_fresh_cache_and_refuses_a_changed_file(tmp_path, suite, mon
     assert json.loads((tmp_path / "cache2" / entry.key / "config.json").read_text())["from_zoo"] == entry.file
     preds = [sorted(sqlite3.connect(tmp_path / o / "results.sqlite").execute("SELECT idx, pred FROM clean")) for o in ("out1", "out2")]
     assert preds[0] == preds[1]
+    # the run's model card: the zoo file's hash, where it came from, the zoo's training time
+    from robench.store import Store
+
+    with Store(tmp_path / "out2" / "results.sqlite", create=False) as st:
+        card = st.runs()[-1]["provenance"]["models"]["mlp"]
+    assert card["weights_sha256"] == entry.sha256 and card["weights_origin"] == f"model zoo file {entry.file}"
+    assert card["train_seconds"] == entry.config["train_seconds"] > 0  # the fit time the zoo's training recorded
+    assert _run(tmp_path, suite, "cache2", "out2b").ok  # the same cache again: loaded from it, still named as the zoo's
+    with Store(tmp_path / "out2b" / "results.sqlite", create=False) as st:
+        assert st.runs()[-1]["provenance"]["models"]["mlp"]["weights_origin"] == f"cache (from model zoo file {entry.file})"
 
     res = CliRunner().invoke(app, ["zoo", "verify"])
     assert res.exit_code == 0 and "1 of 1 zoo files match" in res.output
