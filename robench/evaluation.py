@@ -207,7 +207,7 @@ def evaluate(model, dataset: str = "digits", attacks: Iterable[str] | str = ("pg
 
     from .data import resolve_data_dir
     from .plugins import Registry, get_registry
-    from .report.tables import rows_json
+    from .report.export import rows_json
     from .results import load_results
     from .run import RunOptions, run_suite
     from .suite import Suite, resolve

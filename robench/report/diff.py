@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..metrics import Row, SuiteResults
-from .tables import clean_nan, eps_text, is_missing, num, pct
+from .export import clean_nan
+from .tables import eps_text, is_missing, num, pct
 
 _DIFF_FIELDS = ("n", "clean_accuracy", "mean_norm", "median_norm", "success_rate", "rejected", "status")
 

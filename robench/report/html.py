@@ -18,9 +18,10 @@ from typing import Iterable
 from .. import __version__
 from ..metrics import SuiteResults
 from .plots import PLOT_CAPTIONS, plots
+from .export import index_entries, rows_json, to_csv
 from .tables import (
-    WARN, Cell, Table, attack_ranking_table, attack_table, clean_only_table, eps_text, index_entries, models_table, noise_table,
-    norms_of, pct, provenance_lines, ranking_table, rows_json, summary_lines, to_csv, transfer_table, values_note,
+    WARN, Cell, Table, attack_ranking_table, attack_table, clean_only_table, eps_text, models_table, noise_table,
+    norms_of, pct, provenance_lines, ranking_table, summary_lines, transfer_table, values_note,
 )
 
 CSS = """

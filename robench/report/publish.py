@@ -12,7 +12,8 @@ from ..metrics import SuiteResults
 from .html import build_site
 from .markdown import md_text, to_markdown
 from .plots import PLOT_CAPTIONS, plots
-from .tables import index_entries, pct, rows_json, to_csv
+from .export import index_entries, rows_json, to_csv
+from .tables import pct
 
 
 def publish(results: list[SuiteResults], to: Path, *, html: bool = False) -> list[Path]:
