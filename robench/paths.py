@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 from .errors import UserInputError
 from .suite import Resolved
@@ -43,14 +42,6 @@ def check_output_dir(out_dir: Path) -> None:
     if free < need:
         raise UserInputError(f"output folder {out_dir}: only {free:.0f} MiB free on its disk, robench wants at least {need:g} MiB "
                              f"(free some space, use another --out, or lower ${MIN_FREE_ENV})")
-
-
-def _is_path_field(annotation: Any) -> bool:
-    import typing
-
-    if isinstance(annotation, type) and issubclass(annotation, os.PathLike):
-        return True
-    return any(_is_path_field(a) for a in typing.get_args(annotation))
 
 
 def confine_paths(resolved: Resolved, data_dir: Path, allow: tuple[Path, ...] = ()) -> None:
