@@ -4,7 +4,6 @@ candidate, and produce the rows the store keeps. Every executor runs cells throu
 
 from __future__ import annotations
 
-import hashlib
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from .api import Attack, Context, Model, Norm, Params, construct
 from .budget import BatchTracker, Budget, final_curve
 from .counting import CountingModel, check_attack_output
 from .curves import TrackedRow
-from .data import EvalData
+from .data import EvalData, input_sha256
 from .errors import RobenchError
 from .guard import check_unchanged, fingerprint, freeze
 from .norms import lp_norm, per_sample
@@ -255,9 +254,8 @@ def _best_so_far(job: CellJob, cand: Candidates, verdict, model: Model, xb: torc
 def _check_inputs(job: CellJob, chunk: list[int], xb: torch.Tensor, yb: torch.Tensor) -> None:
     """The harness's inputs and labels must still be the stored ones (SHA-256 of each input)."""
     if job.sha256:
-        cpu = xb.detach().cpu().contiguous()
-        for j, k in enumerate(chunk):
-            if hashlib.sha256(cpu[j].numpy().tobytes()).hexdigest() != job.sha256[k]:
+        for k, sha in zip(chunk, input_sha256(xb)):
+            if sha != job.sha256[k]:
                 raise RobenchError(f"input at position {job.positions[k]} no longer matches the SHA-256 stored for it; "
                                    "the evaluation data changed during the cell (or since the store was written)")
     if job.labels and yb.detach().cpu().tolist() != [job.labels[k] for k in chunk]:

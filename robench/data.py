@@ -104,6 +104,12 @@ def read_split(dataset, name: str, split: str, data_dir: Path) -> tuple[torch.Te
         raise damaged_file(f"dataset {name!r} ({split} split, files under {data_dir})", exc) from None
 
 
+def input_sha256(x: torch.Tensor) -> list[str]:
+    """The SHA-256 of each input's float32 bytes: what the store keeps per sample and cells check against."""
+    cpu = x.detach().cpu().contiguous()
+    return [hashlib.sha256(xi.numpy().tobytes()).hexdigest() for xi in cpu]
+
+
 def load_eval_data(resolved: Resolved, registry: Registry, data_dir: Path, limit: int | None) -> EvalData:
     from .counting import check_batch, check_labels
 
@@ -134,7 +140,7 @@ def load_eval_data(resolved: Resolved, registry: Registry, data_dir: Path, limit
     n = limit if limit is not None else ref.limit
     end = len(x) if n is None else min(len(x), ref.offset + n)
     x, y = x[ref.offset : end].contiguous(), y[ref.offset : end].contiguous()
-    shas = [hashlib.sha256(xi.numpy().tobytes()).hexdigest() for xi in x]
+    shas = input_sha256(x)
     idx = list(range(len(x))) if positions is None else [int(i) for i in positions[ref.offset : end]]
     return EvalData(info, x, y, idx, shas)
 
