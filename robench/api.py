@@ -122,6 +122,15 @@ class Context:
     #: which wrapper plugins build the plugins they wrap (:meth:`attack`, :meth:`dataset`). Set by
     #: the harness; None outside a run, where the installed plugins are used.
     registry: Any = field(default=None, repr=False)
+    #: Per-sample certificates of the current batch (row -> (status, lower, upper)); use :meth:`certify`.
+    certificates: dict[int, tuple[str, float | None, float | None]] = field(default_factory=dict)
+
+    def certify(self, row: int, status: str, lower: float | None = None, upper: float | None = None) -> None:
+        """Report a certificate for row ``row`` of the current batch, kept with its sample row
+        (table ``certificates``). A solver: ``optimal`` / ``bracket`` (lower <= minimal norm <= upper),
+        ``robust`` (no adversarial exists), ``failed``; a verifier: ``verified`` (no adversarial
+        within eps) or ``unknown``. The harness checks it against the verified row (robench.cell)."""
+        self.certificates[int(row)] = (str(status), None if lower is None else float(lower), None if upper is None else float(upper))
 
     def record(self, name: str, value: float) -> None:
         """Report a named figure for the current cell (shown in the leaderboard's cell details)."""

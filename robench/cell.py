@@ -67,6 +67,12 @@ class Candidates:
     best: torch.Tensor | None = None
     curves: list | None = None
     spent: list | None = None
+    #: per row the (status, lower, upper) the attack certified (Context.certify), or None; None: no certificates
+    certificates: list | None = None
+
+
+#: Statuses a certificate may carry (Context.certify); the harness adds "unverified" and "contradicted".
+CERTIFICATE_STATUSES = ("optimal", "bracket", "robust", "failed", "verified", "unknown")
 
 
 @dataclass
@@ -132,6 +138,7 @@ def attack_cell(job: CellJob, factory: type[Attack], params: Params, model: Mode
         clean_b = torch.tensor([job.clean_pred[k] for k in chunk]) if job.clean_pred else yb.detach().cpu()
         tracker = BatchTracker(xb, yb, clean_b, job.norm, job.eps, Budget.from_dict(job.budget), track=not job.via_surrogate)
         counting.tracker = tracker
+        ctx.certificates.clear()
         t0 = time.perf_counter()
         try:
             adv = attack.run(counting, xb.clone(), yb.clone(), eps=job.eps, ctx=ctx, source=source)
@@ -148,6 +155,7 @@ def attack_cell(job: CellJob, factory: type[Attack], params: Params, model: Mode
         n = len(pos)
         cand = Candidates(chunk, adv.detach().to("cpu", torch.float32), counting.forward_rows / n, counting.backward_rows / n,
                           seconds / n)
+        cand.certificates = _certificates(ctx.certificates, n, who)
         if tracker.track:
             cand.best = None if tracker.best_x is None else tracker.best_x.to("cpu", torch.float32)
             cand.curves = tracker.curves
@@ -211,11 +219,48 @@ def verify_candidates(job: CellJob, data: EvalData, cand: Candidates, model: Mod
         )
         for j, i in enumerate(pos)
     ]
+    if cand.certificates is not None and len(cand.certificates) == len(rows):
+        for j, row in enumerate(rows):
+            row.certificate = checked_certificate(cand.certificates[j], row, float(verdict.norms[job.norm][j]))
     if cand.curves is not None and cand.spent is not None and len(cand.curves) == len(rows) == len(cand.spent):
         rows = [TrackedRow(**vars(row), curve=final_curve(cand.curves[j], row.success, float(verdict.norms[job.norm][j]),
                                                          *cand.spent[j], bounded=job.eps is not None))
                 for j, row in enumerate(rows)]
     return rows
+
+
+def _certificates(given: dict, n: int, who: str) -> list | None:
+    """The batch's certificates as a list per row (None where a row has none); None when the attack gave none."""
+    if not given:
+        return None
+    out: list = [None] * n
+    for row, cert in given.items():
+        if not 0 <= row < n:
+            raise RobenchError(f"{who}: certify() for row {row} of a batch of {n}")
+        if cert[0] not in CERTIFICATE_STATUSES:
+            raise RobenchError(f"{who}: certificate status {cert[0]!r}; expected one of {', '.join(CERTIFICATE_STATUSES)}")
+        out[row] = cert
+    return out
+
+
+def checked_certificate(cert, row: SampleRow, norm: float):
+    """A certificate as the store keeps it, checked against the harness's verdict on the row: a claimed
+    optimum or bracket whose point did not verify becomes ``unverified``; one whose lower bound exceeds
+    the verified norm of its own point, or a claim of robustness for a sample the harness broke, becomes
+    ``contradicted``. The stored upper end is the verified norm (the solver's own claim is not kept)."""
+    if cert is None:
+        return None
+    status, lower, upper = cert
+    if status in ("optimal", "bracket"):
+        if not row.success:
+            status, upper = "unverified", None
+        else:
+            upper = norm
+            if lower is not None and lower > norm * (1 + 1e-6) + 1e-9:
+                status = "contradicted"
+    elif status in ("robust", "verified") and row.success:
+        status = "contradicted"
+    return (status, lower, upper)
 
 
 def _best_so_far(job: CellJob, cand: Candidates, verdict, model: Model, xb: torch.Tensor, yb: torch.Tensor,

@@ -26,7 +26,7 @@ import uuid
 import numpy as np
 import torch
 
-from .cell import BatchResult, Candidates, CellJob, verify_candidates
+from .cell import CERTIFICATE_STATUSES, BatchResult, Candidates, CellJob, verify_candidates
 from .errors import RobenchError
 from .models import model_state
 from .worker import cell_task, make_setup
@@ -61,6 +61,8 @@ def encode_message(msg: tuple) -> bytes:
         head = {"kind": kind, "chunk": list(cand.chunk), "shape": list(adv.shape), "forward": cand.forward,
                 "backward": cand.backward, "seconds": cand.seconds, "records": dict(records), "logs": logs}
         payload = adv.tobytes()
+        if cand.certificates is not None:
+            head["certificates"] = [None if c is None else list(c) for c in cand.certificates]
         if cand.curves is not None and cand.spent is not None:  # the wrapper's best-so-far (robench.budget)
             head["curves"] = [[list(p) for p in c] for c in cand.curves]
             head["spent"] = [list(p) for p in cand.spent]
@@ -99,12 +101,26 @@ def decode_message(raw: bytes, job: CellJob, sent: set[int]) -> dict:
     size = math.prod(shape) * 4
     adv = torch.from_numpy(np.frombuffer(payload[:size], dtype=np.float32).copy()).reshape(shape)
     cand = Candidates(chunk, adv, float(counts[0]), float(counts[1]), float(counts[2]))
+    if "certificates" in head:
+        cand.certificates = _certificates(head["certificates"], len(chunk))
     if "curves" in head or "spent" in head:
         cand.curves, cand.spent = _tracked(head.get("curves"), head.get("spent"), len(chunk))
         if best:  # kept candidates: verified by the parent like any returned one
             cand.best = torch.from_numpy(np.frombuffer(payload[size:], dtype=np.float32).copy()).reshape(shape)
     head["candidates"] = cand
     return head
+
+
+def _certificates(certs, n: int) -> list:
+    """Per-row certificates from the child: None or [status, lower, upper] with a known status and numbers."""
+    def number(v):
+        return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+    if (not isinstance(certs, list) or len(certs) != n
+            or not all(c is None or (isinstance(c, list) and len(c) == 3 and c[0] in CERTIFICATE_STATUSES and number(c[1]) and number(c[2]))
+                       for c in certs)):
+        raise RobenchError("the cell's child process sent certificates that are not a status and two numbers per sample")
+    return [None if c is None else (c[0], c[1], c[2]) for c in certs]
 
 
 def _tracked(curves, spent, n: int) -> tuple[list, list]:

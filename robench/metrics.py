@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from . import certified
 from .api import Norm
 from .store import Store
 from .verify import within_eps
@@ -96,6 +97,8 @@ class SuiteResults:
     # (model, attack, norm) -> (sorted norms of the smallest verified adversarial per initially
     # correct sample that has one, number of initially correct samples): the norm CDF plots.
     norm_samples: dict[tuple[str, str, str], tuple[list[float], int]] = field(default_factory=dict)
+    #: from per-sample certificates (robench.certified): {"solver": [...], "verified": [...]}
+    certified: dict[str, Any] = field(default_factory=dict)
 
     def headline(self, norm: str) -> float | None:
         eps = self.config.get("epsilons", {}).get(norm) or []
@@ -173,6 +176,8 @@ def compute(store: Store, suite: str) -> SuiteResults:
                         "(its weights, files or configuration changed since) and are not shown")
     norm_samples: dict[tuple[str, str, str], tuple[list[float], int]] = {}
     samples_by_cell = {c["key"]: store.samples(c["key"]) for c in cells}
+    all_cells = cells
+    cells = [c for c in cells if not certified.is_verifier(c)]  # a verifier breaks nothing: not an attack row
 
     # group cells by (model, attack)
     groups: dict[tuple[str, str], list[dict]] = {}
@@ -271,6 +276,8 @@ def compute(store: Store, suite: str) -> SuiteResults:
 
     clean_summary = {m: (sum(1 for v in d.values() if v[0] == v[1]), len(d)) for m, d in clean.items()}
     warnings += masking_warnings(rows, config)
+    cert = certified.compute(store, all_cells, samples_by_cell, {(r.model, r.norm): r.robust_accuracy for r in rows if r.attack == BEST}, clean)
+    warnings += cert.pop("warnings")
     digest_src = "".join(sha for d in clean.values() for _, (_, _, sha) in sorted(d.items()))
     import hashlib
 
@@ -278,7 +285,7 @@ def compute(store: Store, suite: str) -> SuiteResults:
         suite=suite, config=config, rows=rows, clean=clean_summary,
         noise={m: v for m, v in store.noise(suite).items() if not current_models or m in current_models},
         transfer=_transfer_matrices(rows), warnings=warnings, runs=store.runs(suite),
-        sample_digest=hashlib.sha256(digest_src.encode()).hexdigest()[:16], norm_samples=norm_samples,
+        sample_digest=hashlib.sha256(digest_src.encode()).hexdigest()[:16], norm_samples=norm_samples, certified=cert,
     )
     for r in rows:
         r.headline = res.headline(r.norm)

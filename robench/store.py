@@ -117,6 +117,20 @@ class SampleRow:
     forward: float
     backward: float
     seconds: float
+    #: (status, lower, upper) a solver or verifier certified for this sample (robench.cell checks it); None: none
+    certificate: tuple[str, float | None, float | None] | None = None
+
+
+#: Per-sample certificates (Context.certify). Additive: a store written before it has no such table and
+#: reads as "no certificates"; a writable store gets it with its first certificate (schema_version unchanged).
+CERTIFICATES_DDL = """CREATE TABLE IF NOT EXISTS certificates (
+    cell TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    lower REAL,
+    upper REAL,
+    PRIMARY KEY (cell, idx)
+)"""
 
 
 def _open_read_only(path: Path) -> sqlite3.Connection:
@@ -279,6 +293,7 @@ class Store:
 
     def write_samples(self, cell: str, rows: Iterable[SampleRow], records: dict | None = None) -> None:
         """One batch, one transaction: either all its rows are stored or none."""
+        rows = list(rows)
         with self.transaction():
             self.db.executemany(
                 "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -289,8 +304,20 @@ class Store:
                     for r in rows
                 ],
             )
+            certs = [(cell, r.idx, *r.certificate) for r in rows if getattr(r, "certificate", None) is not None]
+            if certs:
+                self.db.execute(CERTIFICATES_DDL)
+                self.db.executemany("INSERT OR REPLACE INTO certificates VALUES (?, ?, ?, ?, ?)",
+                                    [(c, i, st, _nan_to_none(lo), _nan_to_none(up)) for c, i, st, lo, up in certs])
             if records:
                 self.db.execute("UPDATE cells SET records=?, updated=? WHERE key=?", (json.dumps(records, sort_keys=True), time.time(), cell))
+
+    def certificates(self, cell: str) -> dict[int, dict]:
+        """idx -> {status, lower, upper} for one cell ({} for a store or cell without certificates)."""
+        if self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='certificates'").fetchone() is None:
+            return {}
+        cur = self.db.execute("SELECT idx, status, lower, upper FROM certificates WHERE cell=? ORDER BY idx", (cell,))
+        return {int(i): {"status": st, "lower": lo, "upper": up} for i, st, lo, up in cur}
 
     def samples(self, cell: str) -> list[dict]:
         cur = self.db.execute("SELECT * FROM samples WHERE cell=? ORDER BY idx", (cell,))

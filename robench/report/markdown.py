@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from ..metrics import SuiteResults
+from .certified import certified_markdown
 from .tables import (
     WARN, Table, attack_ranking_table, attack_table, clean_only_table, eps_text, models_table, noise_table, norms_of, per_attack_rows,
     provenance_lines, ranking_table, summary_lines, transfer_table, values_note,
@@ -44,6 +45,7 @@ def to_markdown(res: SuiteResults, norms: list[str] | None = None) -> str:
         if norms is None or norm in norms:
             lines += _norm_section(res, norm)
     if norms is None:
+        lines += certified_markdown(res, md_text, _md_block)  # exact minima and verified bounds, where they ran
         if res.noise:
             lines += ["## Gaussian noise", ""] + _md_block(noise_table(res))
         for m in res.transfer:
