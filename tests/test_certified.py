@@ -136,7 +136,8 @@ def robench_models():
 '''
 
 
-def test_a_third_party_network_gets_ratios_and_a_verified_bracket(tmp_path):
+@pytest.mark.parametrize("isolate", ["none", "process"])  # process: certificates cross the child's pipe
+def test_a_third_party_network_gets_ratios_and_a_verified_bracket(tmp_path, isolate):
     (tmp_path / "foreign_plugin.py").write_text(THIRD_PARTY)
     suite = tmp_path / "s.yaml"
     suite.write_text(textwrap.dedent("""\
@@ -155,7 +156,7 @@ def test_a_third_party_network_gets_ratios_and_a_verified_bracket(tmp_path):
         """))
     env = dict(os.environ, ROBENCH_CACHE=str(tmp_path / "cache"), PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     proc = subprocess.run([sys.executable, "-m", "robench.cli", "run", str(suite), "--out", str(tmp_path / "run"), "--quiet",
-                           "--plugin", "foreign_plugin"], capture_output=True, text=True, env=env)
+                           "--plugin", "foreign_plugin", "--isolate", isolate], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     from robench.metrics import compute
     from robench.report.markdown import to_markdown
