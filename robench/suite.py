@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from .api import Context, Norm, Params, construct
 from .errors import SuiteError
 from .plugins import Registry
+from .suite_paper import Claim, PaperValue, paper_problems
 from .suite_checks import cross_ref_problems, dataset_problems, inert_warnings, params_for, raw_plugin_problems, suite_files
 from .suite_text import allowed_fields, decode_text, line_note, parse_yaml, pydantic_problems
 
@@ -183,6 +184,13 @@ class Suite(_Strict):
         None, max_length=300, description="how long the whole suite takes, e.g. 'about 20 h on 2 CPU cores'; "
                                           "`robench run` prints it with its plan (not part of the suite hash)"
     )
+    paper: list[PaperValue] = Field(
+        default_factory=list, description="the reproduced paper's numbers for cells of the suite (shown beside ours; not part of the suite hash)"
+    )
+    claims: list[Claim] = Field(
+        default_factory=list, description="statements about the results, each a rule whose verdict is computed from the store "
+                                          "(robench.claims; not part of the suite hash)"
+    )
     dataset: DatasetRef
     seed: int = Field(0, ge=0, le=SEED_MAX, description="seeds training, attacks and sampling")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available")
@@ -224,8 +232,8 @@ class Suite(_Strict):
         return eps[len(eps) // 2] if eps else None
 
     def content_hash(self) -> str:
-        # the estimate is a note on cost, not part of what is measured: it does not change the hash
-        dump = self.model_dump(mode="json", exclude={"estimate"})
+        # the estimate, the paper's values and the claims are notes on the suite, not part of what is measured
+        dump = self.model_dump(mode="json", exclude={"estimate", "paper", "claims"})
         # An unset budget is left out, so suites written before budgets keep their hash.
         for entry in [dump] + dump.get("attacks", []):
             if entry.get("budget") is None:
@@ -349,6 +357,7 @@ def resolve(suite: Suite, registry: Registry, path: str = "<suite>", lines: dict
         if p is not None:
             model_params[m.name] = suite_files(p, path, ("models", i, "params"), lines, problems)
     attack_params = {}
+    attack_norms: dict[str, tuple[str, str]] = {}  # for the paper: values and claims
     for i, a in enumerate(suite.attacks):
         p = params_for(registry, "attack", a.plugin, a.params, ("attacks", i), lines, problems)
         spec = registry.specs["attack"].get(a.plugin)
@@ -366,6 +375,7 @@ def resolve(suite: Suite, registry: Registry, path: str = "<suite>", lines: dict
         except Exception as exc:  # a constructor that rejects a parameter combination
             problems.append((f"attacks[{i}].params" + line_note(lines, ("attacks", i, "params")), f"{a.plugin} rejected these parameters: {exc}"))
             continue
+        attack_norms[a.name] = (str(attack.norm), attack.kind)
         if attack.kind == "bounded" and not suite.eps_for(attack.norm):
             problems.append(
                 (f"attacks[{i}]" + line_note(lines, ("attacks", i)),
@@ -388,6 +398,7 @@ def resolve(suite: Suite, registry: Registry, path: str = "<suite>", lines: dict
         elif eps not in suite.epsilons[norm]:
             problems.append((where, f"{eps:g} is not one of epsilons.{norm} {[float(f'{e:g}') for e in suite.epsilons[norm]]}; "
                                     "the headline ranks by one of those columns"))
+    paper_problems(suite, attack_norms, lines, problems)
     if problems:
         raise SuiteError(path, problems)
     warnings: list[tuple[str, str]] = []
