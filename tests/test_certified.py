@@ -198,3 +198,53 @@ def test_verified_bound_never_above_attacked_on_a_trained_mlp():
         ver = [verify_sample(ops, x[i].double().flatten().numpy(), int(y[i]), "Linf", eps).verified for i in range(len(x))]
         assert not any(ok and found[i] <= eps for i, ok in enumerate(ver)), eps
         assert sum(ver) <= sum(found > eps)
+
+
+@pytest.mark.parametrize("norm", ["L1", "L2", "Linf", "L0"])
+def test_refinement_keeps_adversarials_never_grows_them_and_reaches_the_linear_minimum(norm):
+    """On a linear model one projection is the exact box-constrained minimum (L1/L2/Linf); L0's greedy
+    reverts only shrink. Every refined row stays adversarial and is never larger than the attack's."""
+    from robench.verify import verify
+    from robench_plugins.exact.refine import refine
+
+    g = torch.Generator().manual_seed(2)
+    w = torch.randn(4, 12, generator=g)
+    b = -0.5 * w.sum(1) + torch.randn(4, generator=g) * 0.3  # centred on the box: every class occurs
+    lin = LinearModel(w, b, (1, 3, 4))
+    x = torch.rand(16, 1, 3, 4, generator=g)
+    y = lin.predict(x)
+    want = minimal_perturbation(lin, x, y, norm)
+    start = torch.rand(16, 1, 3, 4, generator=g)  # far-off points; keep those that are adversarial
+    start = torch.where((lin.predict(start) != y)[:, None, None, None], start, torch.full_like(start, math.nan))
+    start[0] = math.nan  # none found: stays none
+    out, count = refine(lin, x, y, start, Norm(norm), steps=10)
+    v0 = verify(lin, x, y, start, y, Norm(norm))
+    v1 = verify(lin, x, y, out, y, Norm(norm))
+    assert count.forward > 0 and (count.backward > 0) == (norm != "L0")
+    assert torch.isnan(out[0]).all()
+    assert bool((v1.success == v0.success).all()) and int(v0.success.sum()) >= 4
+    for i in torch.nonzero(v0.success).flatten().tolist():
+        after, before = float(v1.norms[Norm(norm)][i]), float(v0.norms[Norm(norm)][i])
+        assert after <= before + 1e-9
+        assert after >= float(want[i]) * (1 - 1e-4) - 1e-6  # nothing beats the exact minimum (float32 points)
+        if norm != "L0":
+            assert after == pytest.approx(float(want[i]), rel=1e-3), i
+
+
+def test_refine_plugin_wraps_a_minimal_attack_and_records_its_cost():
+    from test_adapters_support import correct_batch, tiny_mlp
+
+    from robench.api import Context
+    from robench.verify import verify
+    from robench_plugins.exact import Refine
+
+    model = tiny_mlp().eval()
+    x, y = correct_batch(4)
+    ctx = Context()
+    plain = ctx.attack("pdpgd", {"norm": "L2", "steps": 50}).run(model, x, y, eps=None, ctx=Context())
+    r = Refine(Refine.Params(attack="pdpgd", attack_params={"steps": 50}, norm="L2"), ctx=ctx)
+    adv = r.run(model, x, y, eps=None, ctx=ctx)
+    v0, v1 = verify(model, x, y, plain, y, Norm.L2), verify(model, x, y, adv, y, Norm.L2)
+    assert bool(v1.success.all()) and bool(v0.success.all())
+    assert bool((v1.norms[Norm.L2] <= v0.norms[Norm.L2] + 1e-9).all())  # same seedless run: refined is never larger
+    assert ctx.records["refine_backward"] > 0 and "refine_improved" in ctx.records

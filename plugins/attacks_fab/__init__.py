@@ -10,7 +10,7 @@ import robench
 from robench import Norm
 from robench.adapters import keep_adversarial, run_on_correct
 
-from .fab import fab
+from .fab import fab, project_hyperplane  # noqa: F401  (public: the exact package's refine stage projects with it)
 
 #: Restart radius by norm when eps is not given (the authors' defaults).
 DEFAULT_EPS = {Norm.Linf: 0.3, Norm.L2: 1.0, Norm.L1: 5.0}
