@@ -94,23 +94,22 @@ def _project(count: Counter, x0, y, best, norm: Norm, steps: int) -> torch.Tenso
             cand_n = torch.where(take, dn, cand_n)
         moved = torch.zeros(n, dtype=torch.bool, device=x0.device)
         nxt = p.clone()
+
+        def accept(c: torch.Tensor) -> None:
+            """Rows not moved yet where ``c`` is adversarial and smaller than the best take it."""
+            nonlocal best, best_n, nxt, moved
+            cn = _norm(c - x0, norm)
+            ok = torch.isfinite(cand_n) & ~moved & count.wrong(c, y) & (cn < best_n)
+            best = torch.where(per_sample(ok, best), c, best)
+            best_n = torch.where(ok, cn, best_n)
+            nxt = torch.where(per_sample(ok, nxt), c, nxt)
+            moved = moved | ok
+
         for push in OVERSHOOT:
-            q = (flat_x + (1 + push) * cand_d).clamp(0, 1).view(n, *shape).to(x0.dtype)
-            qn = _norm(q - x0, norm)
-            ok = torch.isfinite(cand_n) & ~moved & count.wrong(q, y) & (qn < best_n)
-            best = torch.where(per_sample(ok, best), q, best)
-            best_n = torch.where(ok, qn, best_n)
-            nxt = torch.where(per_sample(ok, nxt), q, nxt)
-            moved |= ok
+            accept((flat_x + (1 + push) * cand_d).clamp(0, 1).view(n, *shape).to(x0.dtype))
         q = (flat_x + (1 + OVERSHOOT[0]) * cand_d).clamp(0, 1).view(n, *shape).to(x0.dtype)
         for t in LINE:  # not adversarial past the plane: part of the way from the best point
-            c_t = best + t * (q - best)
-            cn = _norm(c_t - x0, norm)
-            ok = torch.isfinite(cand_n) & ~moved & count.wrong(c_t, y) & (cn < best_n)
-            best = torch.where(per_sample(ok, best), c_t, best)
-            best_n = torch.where(ok, cn, best_n)
-            nxt = torch.where(per_sample(ok, nxt), c_t, nxt)
-            moved |= ok
+            accept(best + t * (q - best))
         # rows that did not move linearise next at the candidate (closer to the boundary near x0)
         stay = torch.isfinite(cand_n) & ~moved
         nxt = torch.where(per_sample(stay, nxt), q, nxt)
