@@ -187,6 +187,8 @@ def validate(
     _warn_inert(resolved)
     s = resolved.suite
     console.print(Text.assemble(("ok", "green"), f": {suite} — suite {s.name!r}: {len(s.models)} model(s), {len(s.attacks)} attack(s), dataset {s.dataset.name}"), soft_wrap=True)
+    for d in s.deviations:
+        console.print(f"deviation: {d.what}: paper {d.paper}; ours {d.ours} ({d.why})", soft_wrap=True, markup=False, highlight=False)
 
 
 @app.command()

@@ -175,6 +175,15 @@ class NoiseSpec(_Strict):
         return sorted(v)
 
 
+class Deviation(_Strict):
+    """One way the suite departs from the protocol of the paper it reproduces."""
+
+    what: str = Field(min_length=1, max_length=200, description="the setting, e.g. 'SVM ensemble'")
+    paper: str = Field(min_length=1, max_length=300, description="the paper's setting, with where it says so")
+    ours: str = Field(min_length=1, max_length=300, description="this suite's setting")
+    why: str = Field(min_length=1, max_length=500, description="why the suite departs (e.g. its cost on 2 CPU cores)")
+
+
 class Suite(_Strict):
     """Every model of the suite against every attack, on one dataset slice."""
 
@@ -183,6 +192,10 @@ class Suite(_Strict):
     estimate: str | None = Field(
         None, max_length=300, description="how long the whole suite takes, e.g. 'about 20 h on 2 CPU cores'; "
                                           "`robench run` prints it with its plan (not part of the suite hash)"
+    )
+    deviations: list[Deviation] = Field(
+        default_factory=list, description="where the suite departs from the paper it reproduces (shown under the leaderboard; "
+                                          "not part of the suite hash)"
     )
     paper: list[PaperValue] = Field(
         default_factory=list, description="the reproduced paper's numbers for cells of the suite (shown beside ours; not part of the suite hash)"
@@ -232,8 +245,8 @@ class Suite(_Strict):
         return eps[len(eps) // 2] if eps else None
 
     def content_hash(self) -> str:
-        # the estimate, the paper's values and the claims are notes on the suite, not part of what is measured
-        dump = self.model_dump(mode="json", exclude={"estimate", "paper", "claims"})
+        # the estimate, the deviations, the paper's values and the claims are notes on the suite, not part of what is measured
+        dump = self.model_dump(mode="json", exclude={"estimate", "deviations", "paper", "claims"})
         # An unset budget is left out, so suites written before budgets keep their hash.
         for entry in [dump] + dump.get("attacks", []):
             if entry.get("budget") is None:

@@ -7,7 +7,7 @@ import re
 from ..metrics import SuiteResults
 from .certified import certified_markdown
 from .tables import (
-    WARN, Table, attack_ranking_table, attack_table, clean_only_table, eps_text, models_table, noise_table, norms_of, per_attack_rows,
+    WARN, Cell, Table, attack_ranking_table, attack_table, clean_only_table, eps_text, models_table, noise_table, norms_of, per_attack_rows,
     provenance_lines, ranking_table, summary_lines, transfer_table, values_note,
 )
 
@@ -56,12 +56,22 @@ def to_markdown(res: SuiteResults, norms: list[str] | None = None) -> str:
         models = models_table(res)
         if models is not None:
             lines += ["## Models", ""] + _md_block(models)
+    lines += deviations_block(cfg)
     if res.warnings:
         lines += ["## Warnings", ""] + [f"- {WARN} {md_text(w)}" for w in res.warnings] + [""]
     lines += ["---", ""]
     for p in provenance_lines(res):
         lines += [f"<sub>{md_text(p)}</sub>", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def deviations_block(cfg: dict) -> list[str]:
+    """The suite's ``deviations:`` from its paper's protocol, as a markdown section (none: no lines)."""
+    devs = [d for d in cfg.get("deviations") or [] if isinstance(d, dict)]
+    if not devs:
+        return []
+    t = Table("deviations", ["what", "paper", "ours", "why"], [[Cell(str(d.get(k, ""))) for k in ("what", "paper", "ours", "why")] for d in devs])
+    return ["## Deviations from the paper", ""] + md_table(t) + [""]
 
 
 def _md_block(t: Table) -> list[str]:
