@@ -148,3 +148,31 @@ def test_inner_attack_from_a_plugin_module_in_a_run(isolated_env):
     assert db.execute("SELECT model, attack, status, norm FROM cells").fetchall() == [("dst", "tr", "done", "Linf")]
     assert db.execute("SELECT COUNT(*), SUM(success) > 0 FROM samples").fetchone() == (20, 1)
 
+
+
+def _fooled_on(model, x, y, adv) -> torch.Tensor:
+    """Rows of adv that are real adversarials on model (NaN or the input: none), as the harness counts them."""
+    real = ~torch.isnan(adv).flatten(1).any(1) & ~(adv == x).flatten(1).all(1)
+    return real & (model.predict(torch.nan_to_num(adv)) != y)
+
+
+def test_evaluate_all_shows_the_target_every_perturbed_image():
+    """The papers' protocol: an FGSM step that does not fool the source may still fool the target,
+    so the target's accuracy is lower under evaluate: all than under the default (fooled only)."""
+    source, target = linear(0), linear(1)
+    x, y = batch(256)
+    ctx = robench.Context(seed=0)
+    only = transfer(None, attack="fgsm").run(target, x, y, eps=0.15, ctx=ctx, source=source)
+    every = transfer(None, attack="fgsm", evaluate="all").run(target, x, y, eps=0.15, ctx=ctx, source=source)
+    assert not torch.isnan(every).any()
+    src_fooled = _fooled_on(source, x, y, every)
+    assert 0 < int(src_fooled.sum()) < len(x)  # the step fails on some samples: the protocols differ there
+    assert torch.equal(every[src_fooled], only[src_fooled])  # where it fooled the source both send the same image
+    assert torch.isnan(only[~src_fooled]).all()
+    gained = _fooled_on(target, x, y, every) & ~_fooled_on(target, x, y, only)
+    assert int(gained.sum()) > 0 and not gained[src_fooled].any()
+
+
+def test_evaluate_all_needs_an_inner_attack_with_keep_failed(registry):
+    with pytest.raises(UserInputError, match="evaluate: all needs an inner attack .* 'test-fgsm' has none"):
+        transfer(registry, attack="test-fgsm", evaluate="all")

@@ -127,6 +127,26 @@ def test_mlp01_hidden_attack_returns_adversarials_or_the_input():
     assert (m.predict(adv[changed]) != yte[changed]).all()
 
 
+def test_keep_failed_returns_every_distortion():
+    """The papers' transfer protocol: the distortion also where it does not fool the model (for mlp01_hidden,
+    a random unit's where none does); where it fools, the same image as without keep_failed."""
+    _, _, _, xte, yte = binary()
+    for attack, model, eps in [(LinearSign, trained(SCD01, **SMALL), 0.05), (MLP01Hidden, trained(MLP01, **dict(SMALL, hidden=6)), 0.05)]:
+        ctx = robench.Context(seed=0)
+        only = attack(attack.Params()).run(model, xte, yte, eps=eps, ctx=ctx)
+        every = attack(attack.Params(keep_failed=True)).run(model, xte, yte, eps=eps, ctx=ctx)
+        fooled = model.predict(every) != yte
+        failed = ~(only != xte).flatten(1).any(1)
+        assert failed.any() and fooled.any(), attack  # the protocols differ on this slice
+        assert (every != xte).flatten(1).any(1).all()  # every sample gets its distortion
+        assert torch.equal(every[~failed], only[~failed])
+        assert (every - xte).abs().max() <= eps + 1e-6
+        if attack is LinearSign:  # the one step x - eps * (2y - 1) sign(w), fooled or not
+            w = torch.sign(model.linear_weights()[0])
+            expected = (xte.flatten(1) - eps * (2 * yte.float() - 1)[:, None] * w).clamp(0, 1)
+            assert torch.allclose(every.flatten(1), expected)
+
+
 @pytest.mark.parametrize("cls", [SVM, MLPSigmoid])
 def test_convex_baselines_single_and_bootstrapped(cls):
     info, xtr, ytr, xte, yte = binary()

@@ -54,6 +54,7 @@ def random_init(x: torch.Tensor, eps: float, norm: robench.Norm) -> torch.Tensor
 
 class FGSMParams(robench.Params):
     norm: Literal["Linf", "L2"] = Field("Linf", description="Linf: x + eps * sign(grad); L2: x + eps * grad / ||grad||")
+    keep_failed: bool = Field(False, description="return the step also where it does not fool the model (the papers' transfer protocol)")
 
 
 class FGSM(robench.Attack):
@@ -64,6 +65,8 @@ class FGSM(robench.Attack):
     def run(self, model, x, y, *, eps, ctx, source=None):
         grad, _ = loss_grad(model, x, y, "ce")
         adv = (x + eps * steepest_step(grad, self.norm)).clamp(0, 1).detach()
+        if self.params.keep_failed:
+            return adv
         with torch.no_grad():
             fooled = model.predict(adv) != y
         # Only claim what fools the model: a non-adversarial step is "not found", not a rejection.

@@ -5,7 +5,7 @@ source x target transfer tables.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, ValidationError
@@ -17,6 +17,10 @@ from robench.errors import PluginError, UserInputError
 class TransferParams(robench.Params):
     attack: str = Field(description="name of the white-box attack plugin run on the source model (e.g. fgsm, pgd)")
     params: dict[str, Any] = Field(default_factory=dict, description="that plugin's parameters")
+    evaluate: Literal["fooled", "all"] = Field(
+        "fooled", description="fooled: the target sees only the adversarials that fooled the source; all: every perturbed image "
+                              "(the 01-loss papers' protocol; the inner attack must offer keep_failed)"
+    )
 
 
 class Transfer(robench.Attack):
@@ -36,9 +40,14 @@ class Transfer(robench.Attack):
         if params.attack == "transfer":
             raise PluginError("transfer: the inner attack cannot itself be 'transfer'")
         ctx = ctx if ctx is not None else robench.Context()
+        # evaluate: all asks the inner attack for every perturbed image, also those that do not fool the source
+        inner_params = {**params.params, "keep_failed": True} if params.evaluate == "all" else params.params
         try:
-            inner: robench.Attack = ctx.attack(params.attack, params.params)
+            inner: robench.Attack = ctx.attack(params.attack, inner_params)
         except ValidationError as exc:
+            if params.evaluate == "all" and any(tuple(e["loc"]) == ("keep_failed",) for e in exc.errors()):
+                raise UserInputError(f"transfer: evaluate: all needs an inner attack that can return every perturbed image "
+                                     f"(a keep_failed parameter: fgsm, linear_sign, mlp01_hidden); {params.attack!r} has none") from None
             problems = "; ".join(
                 f"params.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
             )

@@ -2,7 +2,8 @@
 
 Protocol (01loss-convex-transferability.md, II.D and III): scikit-learn's LinearSVC; the MLP is
 trained by SGD with batch 200, momentum 0.9, learning rate 0.01 (logistic loss, here softmax
-cross-entropy, the same thing for two classes). ``votes > 1`` makes a majority-vote ensemble of
+cross-entropy, the same thing for two classes; ``multiclass: ova`` trains one binary net per class as
+the papers do). ``votes > 1`` makes a majority-vote ensemble of
 models trained on bootstrap samples, as the papers do for their robustness runs.
 
 A single model (``votes: 1``) is differentiable and its scores are its decision values. An
@@ -14,7 +15,7 @@ members' decision values (differentiable) for gradient attacks.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -93,8 +94,9 @@ class _MeanDecision(robench.Model):
 
 class SVMParams(robench.Params):
     C: float = Field(0.01, gt=0, description="inverse regularisation strength of LinearSVC")
-    c_grid: list[float] | None = Field(
-        None, description="if set, choose C from these values by 3-fold cross-validation (the papers cross-validate C)"
+    c_grid: list[Annotated[float, Field(gt=0)]] | None = Field(
+        None, min_length=2, description="if set, choose C from these values by 3-fold cross-validation on the training set (the "
+                                        "papers cross-validate C); the chosen C is logged and kept with the weights"
     )
     votes: int = Field(1, ge=1, description="1: a single SVM; > 1: majority vote of SVMs trained on bootstrap samples")
     max_iter: int = Field(2000, ge=1, description="LinearSVC iteration limit")
@@ -111,6 +113,7 @@ class SVM(_Ensemble):
         super().__init__(params, info)
         self.weight = torch.empty(0)  # (votes, outputs, d)
         self.bias = torch.empty(0)  # (votes, outputs)
+        self.chosen_C = params.C
 
     def fit(self, x, y, ctx):
         from sklearn.model_selection import GridSearchCV
@@ -125,7 +128,8 @@ class SVM(_Ensemble):
             search = GridSearchCV(LinearSVC(max_iter=p.max_iter, random_state=ctx.seed), {"C": list(p.c_grid)}, cv=3)
             search.fit(xn, yn)
             C = float(search.best_params_["C"])
-            ctx.log(f"svm: cross-validated C = {C:g}")
+            scores = ", ".join(f"{c:g}: {m:.4f}" for c, m in zip(search.cv_results_["param_C"], search.cv_results_["mean_test_score"]))
+            ctx.log(f"svm: 3-fold cross-validated C = {C:g} (mean accuracy per C: {scores})")
         self.chosen_C = C
         ws, bs = [], []
         for i, idx in enumerate(self._bootstrap(len(xn), ctx)):
@@ -147,10 +151,12 @@ class SVM(_Ensemble):
         return self.weight.sum(0)
 
     def state_dict(self):
-        return {"weight": self.weight.detach().cpu(), "bias": self.bias.detach().cpu()}
+        # the C it was trained with (the cross-validated one with c_grid) is kept with the weights
+        return {"weight": self.weight.detach().cpu(), "bias": self.bias.detach().cpu(), "C": torch.tensor([self.chosen_C], dtype=torch.float64)}
 
     def load_state_dict(self, state):
         self.weight, self.bias = state["weight"].to(self.device), state["bias"].to(self.device)
+        self.chosen_C = float(state["C"][0]) if "C" in state else self.params.C
 
     def to(self, device):
         super().to(device)
@@ -169,6 +175,10 @@ class MLPSigmoidParams(TrainParams):
     batch_size: int = Field(200, ge=1, description="examples per SGD step")
     lr: float = Field(0.01, gt=0, description="SGD learning rate")
     optimizer: Literal["adam", "sgd"] = Field("sgd", description="sgd (with momentum) as in the papers, or adam")
+    multiclass: Literal["softmax", "ova"] = Field(
+        "softmax", description="more than two classes: one softmax net, or one-vs-all (a binary net per class, the largest "
+                               "margin wins; the papers' protocol)"
+    )
 
 
 class MLPSigmoid(_Ensemble):
@@ -179,32 +189,41 @@ class MLPSigmoid(_Ensemble):
     def __init__(self, params: MLPSigmoidParams, info: robench.DatasetInfo):
         super().__init__(params, info)
         d = math.prod(info.input_shape)
+        # one-vs-all: per vote one binary net per class (vote v, class c at v * classes + c)
+        self.ova = params.multiclass == "ova" and info.num_classes > 2
+        per_vote, outputs = (info.num_classes, 2) if self.ova else (1, info.num_classes)
         self.nets = torch.nn.ModuleList(
             torch.nn.Sequential(
-                torch.nn.Flatten(), torch.nn.Linear(d, params.hidden), torch.nn.Sigmoid(),
-                torch.nn.Linear(params.hidden, info.num_classes),
+                torch.nn.Flatten(), torch.nn.Linear(d, params.hidden), torch.nn.Sigmoid(), torch.nn.Linear(params.hidden, outputs),
             )
-            for _ in range(params.votes)
+            for _ in range(params.votes * per_vote)
         )
 
     def fit(self, x, y, ctx):
         p = self.params
         if p.train_limit is not None:
             x, y = x[: p.train_limit], y[: p.train_limit]
-        for i, (net, idx) in enumerate(zip(self.nets, self._bootstrap(len(x), ctx))):
-            # each member gets its own seed (initialisation and batch order)
-            sub = robench.Context(device=ctx.device, seed=ctx.seed + 1000 * i, data_dir=ctx.data_dir, log=ctx.log)
-            torch.manual_seed(sub.seed)  # initialisation from the run seed, not from construction time
-            for layer in net:
-                if hasattr(layer, "reset_parameters"):
-                    layer.reset_parameters()
-            train_classifier(net, x[idx], y[idx], p, sub)
-            ctx.report(i + 1, p.votes)
+        per_vote = len(self.nets) // p.votes
+        for i, idx in enumerate(self._bootstrap(len(x), ctx)):
+            for c in range(per_vote):
+                net = self.nets[i * per_vote + c]
+                # each member gets its own seed (initialisation and batch order); class 0's is the softmax net's
+                sub = robench.Context(device=ctx.device, seed=ctx.seed + 1000 * i + c, data_dir=ctx.data_dir, log=ctx.log)
+                torch.manual_seed(sub.seed)  # initialisation from the run seed, not from construction time
+                for layer in net:
+                    if hasattr(layer, "reset_parameters"):
+                        layer.reset_parameters()
+                train_classifier(net, x[idx], (y[idx] == c).long() if self.ova else y[idx], p, sub)
+                ctx.report(i * per_vote + c + 1, len(self.nets))
         self.to(ctx.device)
         self.nets.eval()
 
     def decisions(self, x):
-        return torch.stack([net(x) for net in self.nets])
+        out = torch.stack([net(x) for net in self.nets])  # (members, N, outputs)
+        if not self.ova:
+            return out
+        margin = out[..., 1] - out[..., 0]  # each class's net: log-odds of "this class"
+        return margin.view(self.params.votes, self.info.num_classes, -1).transpose(1, 2)  # (votes, N, classes)
 
     def state_dict(self):
         return {k: v.detach().cpu() for k, v in self.nets.state_dict().items()}

@@ -8,7 +8,8 @@
   ``x' = x + eps * (-y'_k) * sign(w_k)`` with ``y'_k`` the unit's output on x, and keep the first
   x' that the whole model misclassifies. The paper then falls back to a random unit's distortion
   when none works; a distortion that does not fool the model is no adversarial, so we return the
-  input for such samples (the harness counts them as "not found").
+  input for such samples (the harness counts them as "not found"); with ``keep_failed`` (the
+  papers' transfer protocol) it falls back to a random unit's distortion as the paper does.
 
 Both read the weights of the model they attack (white box: they declare the need ``weights``)
 through what the model exposes (``Model.exposes``: ``linear_weights``; ``hidden_weights`` and
@@ -33,8 +34,11 @@ class _WeightSignAttack(robench.Attack):
     fixed_norm = robench.Norm.Linf
 
 
+KEEP_FAILED = "return the distortion also where it does not fool the model (the papers' transfer protocol)"
+
+
 class LinearSignParams(robench.Params):
-    pass
+    keep_failed: bool = Field(False, description=KEEP_FAILED)
 
 
 class LinearSign(_WeightSignAttack):
@@ -52,12 +56,15 @@ class LinearSign(_WeightSignAttack):
         else:  # one-vs-all: push away from the true class
             direction = -torch.sign(w[y])
         adv = (flat + eps * direction).clamp(0, 1).view_as(x)
+        if self.params.keep_failed:
+            return adv
         fooled = model.predict(adv) != y
         return torch.where(per_sample(fooled, x), adv, x)
 
 
 class MLP01HiddenParams(robench.Params):
     max_units: int | None = Field(None, ge=1, description="try at most this many hidden units (votes in order, then units; null: all)")
+    keep_failed: bool = Field(False, description=KEEP_FAILED + ": where no unit fools it, a random unit's distortion, as the paper does")
 
 
 class MLP01Hidden(_WeightSignAttack):
@@ -88,4 +95,10 @@ class MLP01Hidden(_WeightSignAttack):
             fooled = model.predict(adv) != y[idx]
             result[idx[fooled]] = adv[fooled]
             todo[idx[fooled]] = False
+        idx = torch.nonzero(todo).squeeze(1)
+        if self.params.keep_failed and len(idx):  # the paper's fallback: a random unit's distortion
+            pick = torch.randint(0, len(units), (len(idx),), generator=ctx.generator(offset=17)).tolist()
+            v, u = torch.tensor([units[k][0] for k in pick]), torch.tensor([units[k][1] for k in pick])
+            step = -out[idx, v.to(x.device), u.to(x.device)][:, None] * torch.sign(W[prob[idx], v.to(x.device), u.to(x.device)])
+            result[idx] = (flat[idx] + eps * step).clamp(0, 1).view(-1, *x.shape[1:])
         return result
