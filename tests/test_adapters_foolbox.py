@@ -183,3 +183,30 @@ def test_misclassified_inputs_are_returned_unchanged():
     adv = fbp.FoolboxDeepFool(fbp.FoolboxDeepFool.Params()).run(model, x, wrong, eps=None, ctx=Context())
     assert torch.equal(adv, x)
     assert not math.isnan(float(adv.sum()))
+
+
+@pytest.mark.parametrize("cls, params", [
+    (fbp.FoolboxHSJ, dict(steps=2, initial_gradient_eval_steps=10)),
+    (fbp.FoolboxBoundary, dict(steps=30)),
+])
+def test_restarts_keep_each_samples_smallest_adversarial(cls, params):
+    """The network paper's protocol: 10 runs from different random starts, the minimum reported."""
+    model, x, y = sign_vote_model()
+    singles, queries = [], []
+    for r in range(3):  # restart r is the single run with seed ctx.seed + 7727 r
+        a = cls(cls.Params(**params))
+        singles.append(a.run(model, x, y, eps=None, ctx=Context(seed=5 + 7727 * r)))
+        queries.append(a.queries)
+    attack = cls(cls.Params(restarts=3, **params))
+    ctx = Context(seed=5)
+    best = attack.run(model, x, y, eps=None, ctx=ctx)
+
+    def l2(adv):
+        n = (adv.nan_to_num(0.0) - x).flatten(1).double().norm(dim=1)
+        return torch.where(torch.isnan(adv.flatten(1)).any(1), math.inf, n)
+
+    norms = torch.stack([l2(s) for s in singles])
+    assert torch.allclose(l2(best), norms.min(0).values)
+    assert (norms.min(0).values < norms[0]).any()  # the restarts found smaller ones than the first run alone
+    assert torch.equal(attack.queries, sum(queries))
+    assert ctx.records["queries_max"] == float(sum(queries).max())

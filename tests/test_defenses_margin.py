@@ -114,3 +114,23 @@ def test_rho_adv():
     rho, n = rho_adv_from_norms(torch.tensor([0.5, 0.5, float("nan")]), torch.tensor([1.0, 2.0, 1.0]))
     assert (rho, n) == (pytest.approx(0.375), 2)
     assert math.isnan(rho_adv_from_norms(torch.tensor([float("nan")]), torch.tensor([1.0]))[0])
+
+
+def test_rho_over_correct_or_over_the_test_set():
+    """Thesis chapter 3 averages rho over correctly classified samples, chapter 4 over the test set
+    (a clean error has r = 0); a failed attack has no r(x) and is left out of both."""
+    from robench_plugins.margin.report import rho_of_samples
+
+    samples = [
+        {"idx": 0, "label": 1, "clean_pred": 1, "success": True, "rejected": False, "l2": 1.0},
+        {"idx": 1, "label": 2, "clean_pred": 2, "success": True, "rejected": False, "l2": 3.0},
+        {"idx": 2, "label": 0, "clean_pred": 5, "success": True, "rejected": False, "l2": 0.0},  # clean error
+        {"idx": 3, "label": 4, "clean_pred": 4, "success": False, "rejected": False, "l2": None},  # attack failed
+    ]
+    input_l2 = torch.tensor([2.0, 6.0, 4.0, 1.0])
+    correct = rho_of_samples(samples, input_l2, "correct")
+    assert correct == {"rho": 0.5, "n": 2, "clean_error": 0.25, "failed": 1}
+    test = rho_of_samples(samples, input_l2, "test")
+    assert test["rho"] == pytest.approx(1.0 / 3) and test["n"] == 3 and test["failed"] == 1
+    with pytest.raises(ValueError, match="over must be"):
+        rho_of_samples(samples, input_l2, "all")

@@ -24,6 +24,7 @@ Library quirks handled here (each has a test in tests/test_adapters_foolbox.py):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, ClassVar, Literal
 
@@ -183,12 +184,17 @@ class FoolboxFMN(FoolboxAttack):
 # -- attacks that need a starting adversarial -------------------------------------------------
 
 
+class RestartParams(DecisionParams):
+    restarts: int = Field(1, ge=1, le=1000, description="independent runs (each its own seed and starting points, max_queries each); "
+                                                       "per sample the smallest adversarial is kept (the network paper: 10)")
+
+
 class StartedFoolboxAttack(FoolboxAttack):
     """An attack that needs starting adversarials; decision-based ones also count and cap queries."""
 
     #: query the model through the capped, counting Oracle (decision-based attacks).
     through_oracle: ClassVar[bool] = False
-    adapter_params = frozenset({"norm", *DecisionParams.model_fields})
+    adapter_params = frozenset({"norm", *RestartParams.model_fields})
 
     def attack_subset(self, fb, model, x, y, ctx):
         p = self.params
@@ -240,7 +246,7 @@ class FoolboxBB(StartedFoolboxAttack):
                      Norm.L2: "L2BrendelBethgeAttack", Norm.Linf: "LinfinityBrendelBethgeAttack"}
 
 
-class HSJParams(DecisionParams):
+class HSJParams(RestartParams):
     norm: Literal["L2", "Linf"] = Field("L2", description="threat model")
     steps: int = Field(64, ge=1, description="iterations (gradient estimate, step, boundary search)")
     initial_gradient_eval_steps: int = Field(100, ge=1, description="queries of the first gradient estimate")
@@ -256,6 +262,23 @@ class DecisionFoolboxAttack(StartedFoolboxAttack):
     randomized = True
     through_oracle = True
 
+    def run(self, model, x, y, *, eps, ctx, source=None):
+        if self.params.restarts == 1:
+            return super().run(model, x, y, eps=eps, ctx=ctx)
+        best, queries = None, None
+        for r in range(self.params.restarts):
+            # a restart differs in its seed (foolbox's randomness and the starting points); its records are summed below
+            sub = dataclasses.replace(ctx, seed=ctx.seed + 7727 * r, records={})
+            self.queries = torch.zeros(0, dtype=torch.long)  # stays empty when no sample is classified correctly
+            adv = super().run(model, x, y, eps=eps, ctx=sub)
+            best = adv if best is None else merge_best(x, best, adv, self.norm)
+            queries = self.queries if queries is None else queries + self.queries
+        self.queries = queries
+        q = queries.double()
+        ctx.record("queries_mean", float(q.mean()) if len(q) else 0.0)
+        ctx.record("queries_max", float(q.max()) if len(q) else 0.0)
+        return best
+
 
 class FoolboxHSJ(DecisionFoolboxAttack):
     """HopSkipJump, L2 or Linf (foolbox HopSkipJumpAttack): decisions only; queries counted and capped."""
@@ -267,7 +290,7 @@ class FoolboxHSJ(DecisionFoolboxAttack):
         return {**super().library_kwargs(), "constraint": "l2" if self.norm == Norm.L2 else "linf"}
 
 
-class BoundaryParams(DecisionParams):
+class BoundaryParams(RestartParams):
     steps: int = Field(25000, ge=1, description="iterations")
     spherical_step: float = Field(1e-2, gt=0, description="initial relative size of the orthogonal step")
     source_step: float = Field(1e-2, gt=0, description="initial relative size of the step towards the input")
