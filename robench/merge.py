@@ -64,21 +64,32 @@ def _differences(a: dict, b: dict, columns: tuple[str, ...]) -> list[str]:
 
 
 def merge_stores(sources: list[Path], into: Path) -> MergeReport:
+    """Merge ``sources`` (store files, or published exports: folders with a manifest.json) into ``into``."""
+    import contextlib
+
+    from .store_export import imported, is_export
+
+    with contextlib.ExitStack() as stack:
+        # an export is imported into a temporary store first (its files checked against its manifest)
+        named = [Path(p) for p in sources]
+        if len({p.resolve() for p in named}) != len(named):
+            raise UserInputError("robench merge: a store is named twice")
+        files = {p: stack.enter_context(imported(p)) if is_export(p) else p for p in named}
+        return _merge_files(named, files, Path(into))
+
+
+def _merge_files(sources: list[Path], files: dict[Path, Path], into: Path) -> MergeReport:
     from .paths import check_output_dir
     from .store_files import StoreLock
 
-    sources = [Path(p) for p in sources]
-    into = Path(into)
     if not sources:
         raise UserInputError("robench merge: give at least one store to merge")
     for p in sources:
-        if not p.is_file():
-            raise UserInputError(f"robench merge: {p} is not a file")
+        if not files[p].is_file():
+            raise UserInputError(f"robench merge: {p} is not a file (nor a published export with a manifest.json)")
         if into.exists() and p.resolve() == into.resolve():
             raise UserInputError(f"robench merge: {p} is also the destination (--into); merge into a new file")
-    if len({p.resolve() for p in sources}) != len(sources):
-        raise UserInputError("robench merge: a store is named twice")
-    conns = [(p, _open_source(p)) for p in sources]  # validate every source before touching the destination
+    conns = [(p, _open_source(files[p])) for p in sources]  # validate every source before touching the destination
     existed = into.exists()
     check_output_dir(into.parent)
     report = MergeReport(into)

@@ -97,6 +97,8 @@ class SuiteResults:
     # (model, attack, norm) -> (sorted norms of the smallest verified adversarial per initially
     # correct sample that has one, number of initially correct samples): the norm CDF plots.
     norm_samples: dict[tuple[str, str, str], tuple[list[float], int]] = field(default_factory=dict)
+    #: where the rows came from: the store file, or the export folder (robench.store_export) it was imported from
+    source: Any = None
     #: from per-sample certificates (robench.certified): {"solver": [...], "verified": [...]}
     certified: dict[str, Any] = field(default_factory=dict)
 
@@ -286,6 +288,7 @@ def compute(store: Store, suite: str) -> SuiteResults:
         noise={m: v for m, v in store.noise(suite).items() if not current_models or m in current_models},
         transfer=_transfer_matrices(rows), warnings=warnings, runs=store.runs(suite),
         sample_digest=hashlib.sha256(digest_src.encode()).hexdigest()[:16], norm_samples=norm_samples, certified=cert,
+        source=store.path,
     )
     for r in rows:
         r.headline = res.headline(r.norm)

@@ -19,15 +19,26 @@ if TYPE_CHECKING:
 
 
 def load_results(path: str | Path) -> list[SuiteResults]:
-    """Every suite of every store under ``path`` (a store file or a folder of runs)."""
+    """Every suite of every store under ``path`` (a store file or a folder of runs), and of every
+    published export under it (``leaderboard/runs/<suite>/``, :mod:`robench.store_export`)."""
+    from .store_export import imported, is_export, iter_exports
+
     out = []
-    stores = list(iter_stores(path))
-    if not stores:
-        raise UserInputError(f"no results store found at {path} (expected a results.sqlite file or a folder holding one)")
+    stores = [] if is_export(Path(path)) else list(iter_stores(path))
+    exports = list(iter_exports(Path(path)))
+    if not stores and not exports:
+        raise UserInputError(f"no results store found at {path} (expected a results.sqlite file, a folder holding one, "
+                             "or a published export with a manifest.json)")
     for p in stores:
         with Store(p, create=False) as store:
             for suite in store.suites():
                 out.append(compute(store, suite))
+    for folder in exports:
+        with imported(folder) as p, Store(p, create=False) as store:
+            for suite in store.suites():
+                res = compute(store, suite)
+                res.source = folder
+                out.append(res)
     return out
 
 

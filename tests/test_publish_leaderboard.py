@@ -309,8 +309,8 @@ def test_unchanged_results_republish_byte_identical(store_path, tmp_path):
     results = load_results(store_path)
     publish(results, tmp_path / "a")
     publish(results, tmp_path / "b")
-    files = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert "toy.svg" in files and "toy-cdf.png" in files
+    files = sorted(str(p.relative_to(tmp_path / "a")) for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert "toy.svg" in files and "toy-cdf.png" in files and "runs/toy/samples.jsonl" in files  # the export too
     for name in files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 

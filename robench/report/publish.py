@@ -26,6 +26,8 @@ def publish(results: list[SuiteResults], to: Path, *, html: bool = False) -> lis
         if html:
             for name in publish_names(res.suite, html=True):
                 check_target(to / "site" / name, to / "site")
+        if res.source is not None:
+            check_runs_folder(to / "runs" / res.suite, to)
     check_target(to / "README.md", to)
     for folder in [to] + ([to / "site"] if html else []):
         if folder.exists() and not folder.is_dir():
@@ -53,6 +55,8 @@ def _write_all(results: list[SuiteResults], to: Path, html: bool) -> list[Path]:
             written.append(p)
         for p in figs.values():
             written += [p, p.with_suffix(".svg")]
+        if res.source is not None:  # the per-sample rows beside the leaderboard (robench.store_export)
+            written += write_runs(res, to / "runs" / res.suite)
     written.append(_write_index(to))
     if html:
         written += build_site(results, to / "site", markdown_dir=to)
@@ -91,6 +95,8 @@ def _ours(path: Path) -> bool:
             return first.startswith("# Leaderboard: ") or (path.name == "README.md" and first.startswith("# Leaderboards"))
         if path.suffix == ".json":
             rows = json.loads(path.read_text())
+            if path.name == "manifest.json" and isinstance(rows, dict):
+                return rows.get("format") == "robench-store-export"
             return isinstance(rows, list) and all(isinstance(r, dict) and "model" in r and "norm" in r for r in rows)
     except (OSError, ValueError):
         return False
@@ -107,6 +113,33 @@ def check_target(path: Path, to: Path) -> None:
     if path.exists() and not _ours(path):
         raise UserInputError(f"{path} exists and was not written by robench publish; publish into another --to "
                              "(or remove the file) rather than overwrite it")
+
+
+def check_runs_folder(folder: Path, to: Path) -> None:
+    """``runs/<suite>/`` may hold only what an earlier publish wrote there (its manifest and tables)."""
+    for part in (folder.parent, folder):
+        if part.is_symlink() or (part.exists() and not part.is_dir()):
+            raise UserInputError(f"{part} is a symbolic link or not a folder; publish writes only plain files inside {to}")
+    if folder.is_dir():
+        for p in folder.iterdir():
+            check_target(p, to)
+            if p.name != "manifest.json" and p.suffix != ".jsonl":
+                raise UserInputError(f"{p} was not written by robench publish; publish into another --to (or remove it)")
+
+
+def write_runs(res: SuiteResults, folder: Path) -> list[Path]:
+    """Export ``res``'s suite from the store (or the export) it was computed from into ``folder``."""
+    from ..store import Store
+    from ..store_export import export_suite, imported, is_export
+
+    source = Path(res.source)
+    if is_export(source):
+        if source.resolve() == folder.resolve():
+            return []  # republished from its own export: the files are already these
+        with imported(source) as path, Store(path, create=False) as store:
+            return export_suite(store, res.suite, folder)
+    with Store(source, create=False, read_only=True) as store:
+        return export_suite(store, res.suite, folder)
 
 
 def _write_index(to: Path) -> Path:
