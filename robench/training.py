@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from typing import Literal
 
 import torch
@@ -201,6 +202,11 @@ def train_classifier(
     opt, sched = make_optimizer(net, p, steps_per_epoch * p.epochs, steps_per_epoch)
     if loss_fn is None:
         loss_fn = lambda m, xb, yb: F.cross_entropy(m(xb), yb, label_smoothing=p.label_smoothing)  # noqa: E731
+    if p.bf16 and ctx.device.type == "cpu" and not cpu_has_fast_bf16():
+        warnings.warn("robench: training under bfloat16 autocast on a CPU without native bf16 (AVX512-BF16/AMX) "
+                      "is several times slower than float32 (9x measured for the VGG recipe on an AVX2 EPYC; "
+                      "docs/benchmarks/defenses.md); the recipe's bf16 is part of the model key, so it is kept",
+                      stacklevel=2)
     autocast = (
         (lambda: torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16))
         if p.bf16
@@ -232,6 +238,14 @@ def train_classifier(
         ctx.report(epoch + 1, p.epochs)
     net.eval()
     return history
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 natively on this CPU (without it, bf16 is emulated and slow)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 @torch.no_grad()

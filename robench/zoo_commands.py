@@ -38,9 +38,22 @@ def add_models(suite_path: Path, names: list[str] | None, data_dir: Path, cache_
         raise UserInputError(f"{suite_path}: no model named {', '.join(unknown)}; models are {[m.name for m in suite.models]}")
 
     class Quiet:
+        """Plain log lines: training a CIFAR model takes hours on a CPU, so every unit of progress
+        (an epoch) is a line with the elapsed time and a linear estimate of what is left."""
+        label, started = "", 0.0
+
         def phase(self, text): log(text)
-        def start_task(self, label, total): log(f"{label} ...")
-        def advance_task(self, done, total=None): pass
+
+        def start_task(self, label, total):
+            self.label, self.started = label, time.perf_counter()
+            log(f"{label} ...")
+
+        def advance_task(self, done, total=None):
+            if not total or not done:
+                return
+            spent = time.perf_counter() - self.started
+            log(f"{self.label}: {done}/{total} ({spent / 60:.1f} min, about {spent / done * (total - done) / 60:.0f} min left)")
+
         def end_task(self, status): log(status)
         def log(self, text): log(text)
 
