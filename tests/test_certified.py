@@ -177,8 +177,10 @@ def test_a_third_party_network_gets_ratios_and_a_verified_bracket(tmp_path, isol
         assert b["verified"] <= b["attacked"] + 1e-12
     assert any(b["verified"] > 0 for b in ver["eps"].values())
     assert not [w for w in res.warnings if "one of them is wrong" in w]
-    md = to_markdown(res)
-    assert "robust accuracy at eps 0.05: between" in md and "attacks against the exact minimum" in md
+    from robench.report.html import suite_page
+
+    for page in (to_markdown(res), suite_page(res, {})):
+        assert "robust accuracy at eps 0.05: between" in page and "attacks against the exact minimum" in page
 
 
 def test_verified_bound_never_above_attacked_on_a_trained_mlp():

@@ -50,3 +50,14 @@ def certified_markdown(res: SuiteResults, md_text, md_block) -> list[str]:
     for title, t in optimality_tables(res):
         out += [f"## {md_text(title)}", ""] + md_block(t)
     return out
+
+
+def certified_html(res: SuiteResults, esc, block) -> list[str]:
+    """The same section for the site ([] when no solver or verifier ran)."""
+    out: list[str] = []
+    lines = verified_lines(res)
+    if lines:
+        out += ['<h2 id="verified">Verified vs attacked robust accuracy</h2>', "<ul>"] + [f"<li>{esc(x)}</li>" for x in lines] + ["</ul>"]
+    for title, t in optimality_tables(res):
+        out += [f"<h2>{esc(title)}</h2>"] + block(t)
+    return out

@@ -19,6 +19,7 @@ from .. import __version__
 from ..metrics import SuiteResults
 from .plots import PLOT_CAPTIONS, plots
 from .export import index_entries, rows_json, to_csv
+from .certified import certified_html
 from .tables import (
     WARN, Cell, Table, attack_ranking_table, attack_table, clean_only_table, eps_text, models_table, noise_table,
     norms_of, pct, provenance_lines, ranking_table, summary_lines, transfer_table, values_note,
@@ -191,6 +192,7 @@ def suite_page(res: SuiteResults, figures: dict[str, Path]) -> str:
             body += _block(ranked)
         body.append(f"<h3>{_e(norm)}: per attack</h3>")
         body += _block(attack_table(res, norm)) + values_p
+    body += certified_html(res, _e, _block)  # exact minima and verified bounds, where they ran
     if figures:
         body.append('<h2 id="plots">Plots</h2>')
     for kind, png in figures.items():
