@@ -4,7 +4,8 @@ Tables: ``runs`` (provenance of each invocation), ``cells`` (one model x attack 
 (one row per cell and sample), ``clean`` (each model's clean prediction per sample) and ``noise``
 (predictions under Gaussian noise). A killed run loses at most the batch in flight; a rerun skips
 what is stored. :class:`StoreLock` keeps one writer per store; :func:`check_store_file` refuses a
-file that is not a robench store before anything opens it.
+file that is not a robench store before anything opens it. The tables' definitions and the schema
+version are in :mod:`robench.store_schema`.
 """
 
 from __future__ import annotations
@@ -20,85 +21,8 @@ from typing import Any, Iterable, Iterator
 
 from .errors import StoreError
 from .store_files import StoreLock, check_store_file  # noqa: F401  (the store's file checks, re-exported)
-
-# -- the store ----------------------------------------------------------------------------------
-
-SCHEMA_VERSION = 1
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    suite TEXT NOT NULL,
-    suite_hash TEXT NOT NULL,
-    started REAL NOT NULL,
-    finished REAL,
-    status TEXT NOT NULL,
-    provenance TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS cells (
-    key TEXT PRIMARY KEY,
-    suite TEXT NOT NULL,
-    model TEXT NOT NULL,
-    model_plugin TEXT NOT NULL,
-    attack TEXT NOT NULL,
-    attack_plugin TEXT NOT NULL,
-    norm TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    eps REAL,
-    source TEXT,
-    needs TEXT NOT NULL,
-    via_surrogate INTEGER NOT NULL DEFAULT 0,
-    config TEXT NOT NULL,
-    n_total INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    error TEXT,
-    records TEXT NOT NULL DEFAULT '{}',
-    run_id INTEGER,
-    updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS samples (
-    cell TEXT NOT NULL REFERENCES cells(key),
-    idx INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    label INTEGER NOT NULL,
-    clean_pred INTEGER NOT NULL,
-    success INTEGER NOT NULL,
-    rejected INTEGER NOT NULL,
-    reject_reason TEXT,
-    l0 REAL, l1 REAL, l2 REAL, linf REAL,
-    forward REAL NOT NULL,
-    backward REAL NOT NULL,
-    seconds REAL NOT NULL,
-    PRIMARY KEY (cell, idx)
-);
-CREATE TABLE IF NOT EXISTS clean (
-    suite TEXT NOT NULL,
-    model TEXT NOT NULL,
-    model_key TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    label INTEGER NOT NULL,
-    pred INTEGER NOT NULL,
-    PRIMARY KEY (suite, model, idx)
-);
-CREATE TABLE IF NOT EXISTS noise (
-    suite TEXT NOT NULL,
-    model TEXT NOT NULL,
-    model_key TEXT NOT NULL,
-    sigma REAL NOT NULL,
-    idx INTEGER NOT NULL,
-    label INTEGER NOT NULL,
-    pred INTEGER NOT NULL,
-    PRIMARY KEY (suite, model, model_key, sigma, idx)
-);
-CREATE TABLE IF NOT EXISTS suites (
-    name TEXT PRIMARY KEY,
-    suite_hash TEXT NOT NULL,
-    config TEXT NOT NULL,
-    updated REAL NOT NULL
-);
-"""
+from .store_schema import CERTIFICATES_DDL, SCHEMA, SCHEMA_VERSION  # noqa: F401  (re-exported)
+from .store_schema import COPY_TABLES as _COPY_TABLES
 
 
 @dataclass
@@ -121,16 +45,6 @@ class SampleRow:
     certificate: tuple[str, float | None, float | None] | None = None
 
 
-#: Per-sample certificates (Context.certify). Additive: a store written before it has no such table and
-#: reads as "no certificates"; a writable store gets it with its first certificate (schema_version unchanged).
-CERTIFICATES_DDL = """CREATE TABLE IF NOT EXISTS certificates (
-    cell TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    lower REAL,
-    upper REAL,
-    PRIMARY KEY (cell, idx)
-)"""
 
 
 def _open_read_only(path: Path) -> sqlite3.Connection:
@@ -415,9 +329,6 @@ class Store:
         for row in self.db.execute(f"SELECT cell, idx, {', '.join(self._columns('samples', columns))} FROM samples ORDER BY cell, idx"):
             h.update(repr(row).encode())
         return h.hexdigest()[:20]
-
-
-_COPY_TABLES = ("suites", "runs", "cells", "samples", "clean", "noise")
 
 
 class _Transaction:
