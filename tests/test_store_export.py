@@ -137,3 +137,14 @@ def test_shards_merged_with_a_published_shard_equal_the_full_run(run, tmp_path):
     lb = lambda p: [{k: v for k, v in r.items() if k != "seconds_per_sample"}  # noqa: E731 (timings differ)
                     for r in json.loads(cli("leaderboard", p, "--format", "json").stdout)]
     assert lb(into) == lb(tmp / "run" / "results.sqlite")
+
+
+def test_the_committed_quickstart_is_what_its_committed_export_gives(tmp_path):
+    """leaderboard/quickstart.{md,json,csv} re-aggregated from leaderboard/runs/quickstart alone."""
+    board = Path(__file__).parent.parent / "leaderboard"
+    res = cli("publish", board / "runs" / "quickstart", "--to", tmp_path)
+    assert res.exit_code == 0, res.output
+    for name in ("quickstart.md", "quickstart.json", "quickstart.csv"):
+        assert (tmp_path / name).read_bytes() == (board / name).read_bytes(), f"{name}: republish leaderboard/quickstart (docs/publishing.md)"
+    for p in (board / "runs" / "quickstart").iterdir():
+        assert (tmp_path / "runs" / "quickstart" / p.name).read_bytes() == p.read_bytes(), p.name
