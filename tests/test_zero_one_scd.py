@@ -107,3 +107,35 @@ def test_a_separable_problem_is_solved_exactly():
     pred = torch.from_numpy(x) @ out["weight"].T > out["threshold"]
     assert (pred == torch.from_numpy(y)[:, None]).all()
 
+
+
+def test_pivotal_losses_equal_the_full_batch_search():
+    """Dropping the samples whose cost does not depend on the unit changes no candidate's loss."""
+    g = torch.Generator().manual_seed(1)
+    V, K, nb, d, N = 4, 7, 300, 9, 400
+    xt = (torch.randint(0, 5, (d, N), generator=g) / 4).float()  # ties
+    base = (torch.randint(-8, 8, (V, nb), generator=g) / 8).float()
+    batch = torch.stack([torch.randperm(N, generator=g)[:nb] for _ in range(V)])
+    coords = torch.stack([torch.randperm(d, generator=g)[:K] for _ in range(V)])
+    steps = (torch.randint(0, 2, (V, K), generator=g) * 2 - 1).float() * 0.17
+    dlt = torch.randint(-2, 3, (V, nb), generator=g, dtype=torch.int32)
+    dlt[torch.rand((V, nb), generator=g) < 0.9] = 0  # most samples not pivotal, as in training
+    dlt[3] = 0  # a vote where no sample is
+    e_hi = torch.randint(0, 50, (V,), generator=g)
+    for kernel in ("torch", "numba"):
+        full, _ = scd.candidate_cuts(base, xt[None], batch, coords, steps, dlt, e_hi, kernel=kernel)
+        assert torch.equal(scd.pivotal_losses(base, xt, batch, coords, steps, dlt, e_hi, kernel), full)
+
+
+def test_mlp01_trainer_gives_the_same_model_as_before_the_speedups():
+    """Digest of a model trained by the trainer before the pivotal-sample search (commit 6bfd5df):
+    the speed-ups change no weight, threshold or error bit."""
+    import hashlib
+
+    x, y = _toy(n=400, d=12, seed=4)
+    xt, yt = torch.from_numpy(x).T.contiguous(), torch.from_numpy(y)
+    for kernel in ("auto", "torch"):
+        out = scd.train(xt, yt, scd.SCDConfig(iterations=40, votes=3, hidden=5, coords=6, kernel=kernel), seed=1)
+        assert out["train_error"].tolist() == [53, 172, 142]
+        digest = hashlib.sha256(b"".join(out[k].numpy().tobytes() for k in sorted(out))).hexdigest()
+        assert digest.startswith("6eb21c9779765588")

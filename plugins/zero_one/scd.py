@@ -111,6 +111,35 @@ def candidate_cuts(
     return best_cut(q, dlt[:, None, :], e_hi_total[:, None])
 
 
+def pivotal_losses(
+    base: torch.Tensor, xt: torch.Tensor, batch: torch.Tensor, coords: torch.Tensor, steps: torch.Tensor,
+    dlt: torch.Tensor, e_hi_total: torch.Tensor, kernel: str = "auto",
+) -> torch.Tensor:
+    """The losses of :func:`candidate_cuts` for a hidden unit, searched over its pivotal samples only.
+
+    A sample with ``dlt == 0`` costs the same on both sides of the unit's threshold (flipping the
+    unit does not change the network's answer on it; usually over 90% of the batch), so dropping
+    it changes no cut's loss: every (vote, candidate) loss is exactly the full-batch one. The
+    thresholds would differ (their midpoints see other neighbours), so none are returned: the
+    caller recomputes the accepted move's threshold on the whole batch with :func:`best_cut`.
+    Rows are padded to the longest with ``dlt = 0`` entries (which again change no loss).
+    """
+    V = base.shape[0]
+    keep = dlt != 0
+    m = int(keep.sum(1).max())
+    if m == 0:  # no sample depends on the unit: every candidate costs the same, none is accepted
+        return e_hi_total[:, None].expand(V, coords.shape[1] + 1).clone()
+    rows, cols = keep.nonzero(as_tuple=True)
+    pos = (keep.cumsum(1) - 1)[rows, cols]
+    bb = batch[:, :1].expand(V, m).clone()
+    bb[rows, pos] = batch[rows, cols]
+    qb = base[:, :1].expand(V, m).clone()
+    qb[rows, pos] = base[rows, cols]
+    dd = torch.zeros((V, m), dtype=dlt.dtype, device=dlt.device)
+    dd[rows, pos] = dlt[rows, cols]
+    return candidate_cuts(qb, xt[None], bb, coords, steps, dd, e_hi_total, kernel)[0]
+
+
 def _int_dtype(bound: int) -> torch.dtype:
     return torch.int32 if bound < 2**31 - 1 else torch.int64
 
@@ -332,19 +361,22 @@ def train_mlp(
         e_hi = (((zrest + au) > to[:, None]) != yb).to(dt) * wcls
         e_lo = (((zrest - au) > to[:, None]) != yb).to(dt) * wcls
         pu = ph[vr, u].gather(1, b)
-        loss, cut = candidate_cuts(pu, xt[None], b, jj, ss, e_lo - e_hi, e_hi.sum(1, dtype=torch.int64), cfg.kernel)
+        dlt, e_hi_total = e_lo - e_hi, e_hi.sum(1, dtype=torch.int64)
+        loss = pivotal_losses(pu, xt, b, jj, ss, dlt, e_hi_total, cfg.kernel)
         c_loss, c = loss[:, 1:].min(dim=1)
         acc = torch.nonzero(c_loss < loss[:, 0]).squeeze(1)
         if len(acc):
             ua = u[acc]
             j = jj[acc, c[acc]]
             s = ss[acc, c[acc]]
+            # the threshold of the accepted move, from the whole batch (as before the pivotal speed-up)
+            cut = best_cut(pu[acc] + s[:, None] * xt[j[:, None], b[acc]], dlt[acc], e_hi_total[acc])[1]
             W[acc, ua, j] += s
             ph[acc, ua] += s[:, None] * xt[j]
             nrm = W[acc, ua].norm(dim=1)
             W[acc, ua] /= nrm[:, None]
             ph[acc, ua] /= nrm[:, None]
-            th[acc, ua] = cut[acc, 1 + c[acc]] / nrm
+            th[acc, ua] = cut / nrm
             sg[acc, ua] = _signs(ph[acc, ua], th[acc, ua][:, None])
             z[acc] = torch.einsum("vh,vhn->vn", a[acc], sg[acc])
             changed[acc] = True
