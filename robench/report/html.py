@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import os
+from importlib.resources import files
 from pathlib import Path
 from typing import Iterable
 
@@ -25,87 +26,16 @@ from .tables import (
     norms_of, pct, provenance_lines, ranking_table, summary_lines, transfer_table, values_note,
 )
 
-CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1320px; padding: 1rem 2rem; color: #222; }
-header a { text-decoration: none; }
-h1 { margin-bottom: .2rem; }
-table { border-collapse: collapse; margin: .6rem 0 1.4rem; font-size: .9rem; }
-th, td { border: 1px solid #ccc; padding: .25rem .5rem; text-align: right; white-space: nowrap; }
-th { background: #f2f2f2; cursor: pointer; user-select: none; position: relative; padding-right: 1.2rem; }
-th[aria-sort="ascending"]::after { content: "▲"; position: absolute; right: .25rem; font-size: .7em; }
-th[aria-sort="descending"]::after { content: "▼"; position: absolute; right: .25rem; font-size: .7em; }
-td.text, th.text { text-align: left; }
-tbody tr:nth-child(even) { background: #fafafa; }
-.scroll { overflow-x: auto; }
-table.pinned { border-collapse: separate; border-spacing: 0; }
-table.pinned th, table.pinned td { border-width: 0 1px 1px 0; }
-table.pinned th { border-top-width: 1px; }
-table.pinned th:first-child, table.pinned td:first-child { border-left-width: 1px; }
-table.pinned th:nth-child(-n+2), table.pinned td:nth-child(-n+2) { position: sticky; z-index: 1; background: #fff; }
-table.pinned th:nth-child(-n+2) { background: #f2f2f2; z-index: 2; }
-table.pinned th:first-child, table.pinned td:first-child { left: 0; box-sizing: border-box; width: 2.6rem; min-width: 2.6rem; max-width: 2.6rem; }
-table.pinned th:nth-child(2), table.pinned td:nth-child(2) { left: 2.6rem; box-shadow: 2px 0 0 #ccc; }
-tbody tr:nth-child(even) td { background: #fafafa; }
-.filter { margin: .4rem 0 .8rem; }
-.filter input { font: inherit; padding: .2rem .4rem; width: 18rem; }
-tr.hidden { display: none; }
-figure { margin: 1rem 0; }
-figure img { max-width: 100%; border: 1px solid #eee; }
-.note { color: #555; }
-.warn { color: #8a5300; }
-footer { margin-top: 2rem; color: #666; font-size: .8rem; border-top: 1px solid #ddd; padding-top: .5rem; }
-"""
+def _asset(name: str) -> str:
+    return files(__package__).joinpath("assets", name).read_text(encoding="utf-8")
 
-# Sorting: click a header to sort by its column (numbers by data-value, missing values last); click
-# again to reverse. Works from file:// (no modules, no fetch).
-JS = """
-"use strict";
-function robenchSort(th) {
-  const table = th.closest("table");
-  const col = Array.prototype.indexOf.call(th.parentNode.children, th);
-  const dir = th.getAttribute("aria-sort") === "descending" ? "ascending" : "descending";
-  table.querySelectorAll("thead th").forEach(function (h) { h.removeAttribute("aria-sort"); });
-  th.setAttribute("aria-sort", dir);
-  const body = table.tBodies[0];
-  const rows = Array.prototype.slice.call(body.rows);
-  const key = function (row) {
-    const cell = row.cells[col];
-    const raw = cell.getAttribute("data-value");
-    if (raw === null || raw === "") { return null; }
-    const num = Number(raw);
-    return isNaN(num) ? raw.toLowerCase() : num;
-  };
-  rows.sort(function (a, b) {
-    const ka = key(a), kb = key(b);
-    if (ka === kb) { return 0; }
-    if (ka === null) { return 1; }
-    if (kb === null) { return -1; }
-    const less = typeof ka === typeof kb ? ka < kb : typeof ka === "number";
-    return (less ? -1 : 1) * (dir === "ascending" ? 1 : -1);
-  });
-  rows.forEach(function (r) { body.appendChild(r); });
-}
-// Filter: rows of every table whose text does not contain each of the typed words are hidden.
-function robenchFilter(text) {
-  const words = text.toLowerCase().split(/\\s+/).filter(function (w) { return w.length > 0; });
-  document.querySelectorAll("table.sortable tbody tr").forEach(function (row) {
-    const hay = row.innerText.toLowerCase();
-    const keep = words.every(function (w) { return hay.indexOf(w) >= 0; });
-    row.classList.toggle("hidden", !keep);
-  });
-}
-document.addEventListener("DOMContentLoaded", function () {
-  document.querySelectorAll("table.sortable thead th").forEach(function (th) {
-    th.addEventListener("click", function () { robenchSort(th); });
-    th.title = "click to sort";
-  });
-  const box = document.getElementById("filter");
-  if (box) {
-    box.addEventListener("input", function () { robenchFilter(box.value); });
-    if (box.value) { robenchFilter(box.value); }
-  }
-});
-"""
+
+# The site's stylesheet and script, kept once as package files (robench/report/assets/) that
+# build_site copies beside the pages. The script sorts a table when its header is clicked (numbers by
+# data-value, missing values last; again to reverse) and filters rows by the typed words; it works
+# from file:// (no modules, no fetch).
+CSS = _asset("robench.css")
+JS = _asset("robench.js")
 
 
 def _e(s: object) -> str:
@@ -253,7 +183,7 @@ def build_site(results: Iterable[SuiteResults], to: Path, *, markdown_dir: Path 
     with ``markdown_dir``, of the suites published there as markdown only (see :func:`index_page`)."""
     to.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in (("robench.css", CSS.lstrip()), ("robench.js", JS.lstrip())):
+    for name, text in (("robench.css", CSS), ("robench.js", JS)):
         (to / name).write_text(text)
         written.append(to / name)
     for res in results:
