@@ -46,6 +46,10 @@ class LibraryAttack(Attack):
     library_class: ClassVar[str | dict[Norm, str]] = ""
     #: parameters the adapter uses itself; every other field goes to the library under its name.
     adapter_params: ClassVar[frozenset[str]] = frozenset({"norm"})
+    #: samples per library call (robench.adapters.run_on_correct): a library attack runs a call silently,
+    #: so progress is reported between calls; each call is seeded alike, so results depend on it only
+    #: through the library's random draws
+    progress_chunk: ClassVar[int | None] = 10
 
     def library_class_name(self) -> str:
         """The library class to run for this attack's norm."""
@@ -117,13 +121,31 @@ def merge_best(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, norm: Norm) ->
     return torch.where(take_b, b, a)
 
 
-def run_on_correct(model: Model, x: torch.Tensor, y: torch.Tensor, attack_fn) -> torch.Tensor:
+def run_on_correct(model: Model, x: torch.Tensor, y: torch.Tensor, attack_fn, ctx: Context | None = None,
+                   chunk: int | None = None) -> torch.Tensor:
     """Attack only the samples the model classifies correctly; the others are returned unchanged
-    (already broken at norm 0). ``attack_fn(x, y)`` returns candidate adversarials for its subset."""
+    (already broken at norm 0). ``attack_fn(x, y)`` returns candidate adversarials for its subset.
+
+    With ``chunk``, the subset goes to ``attack_fn`` in calls of at most ``chunk`` samples and
+    ``ctx.report`` tells the progress after each (a library attack runs a call silently; progress the
+    library reports itself through ``ctx.report`` within a call counts as that call's share)."""
     out = x.clone()
-    todo = predict(model, x) == y
-    if todo.any():
-        out[todo] = attack_fn(x[todo], y[todo]).to(out)
+    idx = (predict(model, x) == y).nonzero().flatten()
+    if not len(idx):
+        return out
+    step = chunk or len(idx)
+    outer = ctx.progress if ctx is not None else None
+    try:
+        for s in range(0, len(idx), step):
+            part = idx[s : s + step]
+            if outer is not None:
+                ctx.progress = lambda d, t, s=s, k=len(part): outer(s + k * min(d / t, 1.0), len(idx)) if t > 0 else None
+            out[part] = attack_fn(x[part], y[part]).to(out)
+            if outer is not None:
+                outer(s + len(part), len(idx))
+    finally:
+        if ctx is not None:
+            ctx.progress = outer
     return out
 
 

@@ -91,7 +91,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def attack_cell(job: CellJob, factory: type[Attack], params: Params, model: Model, source: Model | None, data: EvalData,
                 device: torch.device, data_dir: Path | None, log: Callable[[str], None], registry=None,
-                verify_rows: bool = True) -> Iterator[BatchResult]:
+                verify_rows: bool = True, progress: Callable[[float], None] | None = None) -> Iterator[BatchResult]:
     """Attack a cell's remaining samples, yielding each verified batch for the caller to store.
 
     With ``verify_rows=False`` (a worker process, where the attack's code also runs) each batch
@@ -101,6 +101,9 @@ def attack_cell(job: CellJob, factory: type[Attack], params: Params, model: Mode
     Every executor runs cells through this function, and each batch is seeded from (seed, cell
     key, index of its first sample), so a cell's rows do not depend on where or after what it ran,
     nor on a resume. A batch that runs out of memory is retried once as two halves.
+
+    ``progress``, if given, is called with how many samples into the current batch the attack is,
+    from its ``ctx.report(done, total)`` calls (so a long batch moves the progress bar).
     """
     # The attack's own copy of the pool: nothing it writes there reaches the harness's data.
     ctx = Context(device=device, seed=job.seed, data_dir=data_dir, log=log, pool=data.x.clone(), registry=registry)
@@ -139,11 +142,14 @@ def attack_cell(job: CellJob, factory: type[Attack], params: Params, model: Mode
         tracker = BatchTracker(xb, yb, clean_b, job.norm, job.eps, Budget.from_dict(job.budget), track=not job.via_surrogate)
         counting.tracker = tracker
         ctx.certificates.clear()
+        if progress is not None:  # the attack's share of its batch, in samples
+            ctx.progress = lambda done, total, n=len(pos): progress(n * min(max(done / total, 0.0), 1.0)) if total > 0 else None
         t0 = time.perf_counter()
         try:
             adv = attack.run(counting, xb.clone(), yb.clone(), eps=job.eps, ctx=ctx, source=source)
         finally:
             counting.tracker = None
+            ctx.progress = None
         if tracker.budget is not None:  # kept with the cell: how often the budget answered for the attack
             ctx.records["budget_blanked_rows"] = ctx.records.get("budget_blanked_rows", 0) + tracker.blanked_rows
         if device.type == "cuda":

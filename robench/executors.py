@@ -60,6 +60,8 @@ class CellSink(Protocol):
 
     def log(self, text: str) -> None: ...
 
+    # optional: ``progress(job, samples)``, samples into the batch in flight (the attack's Context.report)
+
 
 @dataclass
 class Workload:
@@ -124,8 +126,10 @@ class LocalExecutor(Executor):
                 else:
                     factory = work.registry.get("attack", job.attack_plugin).factory
                     records: dict[str, float] = {}
+                    progress = getattr(sink, "progress", None)
                     for batch in attack_cell(job, factory, work.resolved.attack_params[job.attack], model, source, work.data,
-                                             work.device, work.data_dir, work.log, registry=work.registry):
+                                             work.device, work.data_dir, work.log, registry=work.registry,
+                                             progress=None if progress is None else lambda n, job=job: progress(job, n)):
                         sink.write(job, batch)
                         records = batch.records
                 sink.finish(job, records)

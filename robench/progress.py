@@ -21,7 +21,8 @@ class RichReporter:
         self.task = None
         self.eta = RunEta()
         self.started = 0.0
-        self.base: int | None = None  # samples stored before this run, for the measured rate
+        self.base: float | None = None  # samples stored before this run, for the measured rate
+        self.cells_ended = 0
 
     def plan(self, plan) -> None:
         self.eta.set_plan(plan)
@@ -50,6 +51,10 @@ class RichReporter:
             if self.base is None:
                 self.base = done
             self.p.update(self.task, completed=done, **({"total": total} if total is not None else {}))
+            task = next(t for t in self.p.tasks if t.id == self.task)
+            if self.overall is not None and not task.description.startswith("train ") and task.total:
+                # the cell in flight counts by its share done, so the all-cells bar and its ETA move within a cell
+                self.p.update(self.overall, completed=self.cells_ended + min(done / task.total, 1.0))
 
     def end_task(self, status: str) -> None:
         if self.task is None:
@@ -65,15 +70,17 @@ class RichReporter:
             if status.startswith("done") and self.base is not None:
                 self.eta.measured(label, int(task.completed) - self.base, time.perf_counter() - self.started)
             self.eta.finish(label)
+            self.cells_ended += 1
             if self.overall is not None:
-                self.p.update(self.overall, advance=1, description=self._overall_text())
+                self.p.update(self.overall, completed=self.cells_ended, description=self._overall_text())
 
     def end_cell(self, label: str, status: str, seconds: float) -> None:
         """A cell that ran on a Ray worker: its attack time, summed over its batches."""
         self.p.console.print(Text.assemble(f"  {label}: ", message(status), f" ({seconds_text(seconds)} of attack time)"))
         self.eta.finish(label)
+        self.cells_ended += 1
         if self.overall is not None:
-            self.p.advance(self.overall)
+            self.p.update(self.overall, completed=self.cells_ended)
 
 
 class LineReporter:
@@ -139,7 +146,7 @@ class LineReporter:
         elapsed = now - self.started
         ran = done - self.base  # this run's samples: the rate leaves out what was stored before
         eta = f", ETA {elapsed * (self.total - done) / ran:.0f}s" if ran > 0 else ""
-        self._say(f"{self.label}: {done}/{self.total} ({100 * frac:.0f}%), {elapsed:.0f}s elapsed{eta}")
+        self._say(f"{self.label}: {done:.0f}/{self.total} ({100 * frac:.0f}%), {elapsed:.0f}s elapsed{eta}")
 
     def end_task(self, status: str) -> None:
         if self.label is None:

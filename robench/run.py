@@ -194,6 +194,11 @@ class StoreSink:
         elif done < len(self.data.x):
             self.rep.log(f"{job.label}: {done}/{len(self.data.x)} samples stored")
 
+    def progress(self, job: CellJob, in_batch: float) -> None:
+        """The attack reported that it is ``in_batch`` samples into the batch in flight."""
+        if not self.interleaved:
+            self.rep.advance_task(self._completed.get(job.key, 0) + in_batch)
+
     def finish(self, job: CellJob, records: dict[str, float], note: str = "") -> None:
         self.store.set_cell_status(job.key, "done", records=dict(records))
         self.summary.cells_done += 1

@@ -96,7 +96,7 @@ class ARTAttack(LibraryAttack):
                 raw = torch.where(torch.isnan(raw), raw, project_ball(xs, raw.nan_to_num(), eps, self.norm))
             return keep_adversarial(model, xs, ys, raw, self.norm)
 
-        return run_on_correct(model, x, y, attack)
+        return run_on_correct(model, x, y, attack, ctx, self.progress_chunk)
 
     def check_classes(self, k: int) -> None:
         """Refuse models this attack cannot handle (before any work)."""

@@ -57,7 +57,7 @@ class FoolboxAttack(LibraryAttack):
                 raw = self.attack_subset(fb, model, xs, ys, ctx)
             return keep_adversarial(model, xs, ys, raw, self.norm)
 
-        return run_on_correct(model, x, y, attack)
+        return run_on_correct(model, x, y, attack, ctx, self.progress_chunk)
 
     #: the library returns an all-zero image where it found nothing (C&W, EAD): make it NaN.
     zero_image_is_failure: ClassVar[bool] = False
