@@ -108,7 +108,7 @@ class Results:
         n = r["n"]
         name = f"{model} / {attack}"
         if metric == "robust":
-            acc = r["robust_accuracy"].get(f"{eps:g}")
+            acc = None if eps is None else r["robust_accuracy"].get(f"{eps:g}")
             if acc is None or not n:
                 return None
             return Number(acc, wilson(round(acc * n), n), n, what=f"{name} @ {eps:g}")
@@ -123,8 +123,10 @@ class Results:
         return Number(float(value), ci, len(found) if found else n, found, what=name)
 
 
-def _resample(values: list[float], stat) -> np.ndarray:
-    rng = np.random.default_rng(0)
+def _resample(values: list[float], stat, rng: np.random.Generator | None = None) -> np.ndarray:
+    """``BOOTSTRAP`` resampled statistics; the two sides of a comparison share one generator, so that
+    their resamples are independent (the norms are kept sorted, not paired by sample)."""
+    rng = rng or np.random.default_rng(0)
     a = np.asarray(values, dtype=float)
     return stat(a[rng.integers(0, len(a), size=(BOOTSTRAP, len(a)))], axis=1)
 
@@ -142,16 +144,18 @@ def difference(a: Number, b: Number, metric: str) -> tuple[float, tuple[float, f
         lo = d - math.hypot(a.value - a.ci[0], b.ci[1] - b.value)
         hi = d + math.hypot(a.ci[1] - a.value, b.value - b.ci[0])
         return d, (lo, hi)
-    stat = np.mean if metric == "mean_norm" else np.median
-    return d, _percentile(_resample(a.samples, stat) - _resample(b.samples, stat) if a.samples and b.samples else np.array([d]))
+    if not (a.samples and b.samples):
+        return d, None
+    stat, rng = (np.mean if metric == "mean_norm" else np.median), np.random.default_rng(0)
+    return d, _percentile(_resample(a.samples, stat, rng) - _resample(b.samples, stat, rng))
 
 
 def ratio(a: Number, b: Number, metric: str) -> tuple[float, tuple[float, float] | None]:
     r = a.value / b.value if b.value else math.inf
     if not (a.samples and b.samples):
         return r, None
-    stat = np.mean if metric == "mean_norm" else np.median
-    return r, _percentile(_resample(a.samples, stat) / np.maximum(_resample(b.samples, stat), 1e-300))
+    stat, rng = (np.mean if metric == "mean_norm" else np.median), np.random.default_rng(0)
+    return r, _percentile(_resample(a.samples, stat, rng) / np.maximum(_resample(b.samples, stat, rng), 1e-300))
 
 
 def side(ci: tuple[float, float] | None, low: float, high: float) -> str:
@@ -217,7 +221,8 @@ def claim_eps(claim: Claim, norm: str | None, suite_eps: dict[str, list[float]],
     if isinstance(claim.eps, float):
         return [claim.eps]
     head = results.headline.get(str(norm))
-    return [head] if head is not None else values[len(values) // 2:len(values) // 2 + 1]
+    # no eps known (an attack the results lack): one instance, which reports the missing cell
+    return [head] if head is not None else values[len(values) // 2:len(values) // 2 + 1] or [None]
 
 
 def ref_norm(ref: CellRef, attack_norms: dict[str, str], suite_eps: dict[str, list[float]]) -> str | None:
@@ -244,8 +249,16 @@ def evaluate(claim: Claim, results: Results, suite: dict[str, Any], paper: list[
         for eps in claim_eps(claim, norm, suite_eps, results):
             left = results.number(claim.metric, lm, claim.left.attack, norm, eps)
             right = None if r is None else results.number(claim.metric, r.model or m, r.attack, ref_norm(r, attack_norms, suite_eps), eps)
+            if left is None or (r is not None and right is None):
+                names = [_name(lm, claim.left.attack, eps)] + ([] if r is None else [_name(r.model or m, r.attack, eps)])
+                instances.append(_missing(" vs ".join(names)))
+                continue
             instances.append(_instance(claim, left, right, eps, paper))
     return Verdict(claim, combine([i.verdict for i in instances], claim.at_least), instances)
+
+
+def _name(model: str | None, attack: str | None, eps: float | None) -> str:
+    return f"{model} / {attack}" + (f" @ {eps:g}" if eps is not None else "") if attack else f"{model} clean"
 
 
 def _missing(text: str) -> Instance:
@@ -254,8 +267,6 @@ def _missing(text: str) -> Instance:
 
 def _instance(claim: Claim, left: Number | None, right: Number | None, eps: float | None, paper: list[PaperValue]) -> Instance:
     metric, k = claim.metric, scale(claim.metric)
-    if left is None or (claim.right is not None and right is None):
-        return _missing(" vs ".join(x for x in ((left.what if left else ""), (right.what if right else "")) if x) or "cell")
     if claim.op in (">", "<"):
         sign = 1 if claim.op == ">" else -1
         margin = claim.by_more_than / k

@@ -95,7 +95,7 @@ def run(
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Ray: cells in flight at once [default: the cluster's CPUs]"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray: join this cluster (e.g. auto, ray://head:10001) [default: $RAY_ADDRESS, else start a local one]"),
     gpus_per_cell: Optional[float] = typer.Option(None, "--gpus-per-cell", min=0, help="Ray: GPUs each cell asks for [default: 1 when the device is cuda, else 0]"),
-    shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help="Run only share i of n of the cells (i/n, e.g. 2/4); merge the stores with robench merge"),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help="Run only share i of n of the samples (i/n, e.g. 2/4: blocks of batch_size dealt round-robin), or of the cells (cells:i/n); merge the stores with robench merge"),
     isolate: str = typer.Option("none", "--isolate", metavar="none|process", help="process: run each cell in a fresh child process, so a plugin that crashes the interpreter (segfault, os._exit) fails only its cell [default: none, in this process]"),
     allow_dir: Optional[List[Path]] = typer.Option(None, "--allow-dir", metavar="DIR", help="Let path parameters of the suite name files in this folder too (repeatable); by default only the suite's folder and the data dir"),
 ) -> None:
@@ -120,10 +120,11 @@ def run(
         _warn_inert(resolved)
         out_dir = out or Path("runs") / resolved.suite.name
         from .executors import make_executor
-        from .plan import parse_shard
+        from .plan import parse_shard, shard_unit
 
         options = RunOptions(out_dir=out_dir, data_dir=resolve_data_dir(data_dir), cache_dir=cache_dir or default_cache_dir(),
                              limit=limit, device=device, retrain=retrain, shard=parse_shard(shard) if shard else None,
+                             shard_by=shard_unit(shard) if shard else "samples",
                              executor=make_executor(executor, workers=workers, address=ray_address, gpus_per_cell=gpus_per_cell,
                                                     plugins=tuple(plugin or ()), isolate=isolate),
                              plugins=tuple(plugin or ()), isolate=isolate, allow_dirs=tuple(allow_dir or ()))
@@ -356,6 +357,10 @@ _register_evaluate(app, _fail)
 from .zoo_commands import register_cli as _register_zoo  # noqa: E402
 
 _register_zoo(app, _fail)
+
+from .report.reproduction import register_cli as _register_reproductions  # noqa: E402
+
+_register_reproductions(app, _fail)
 
 
 _AS_PROGRAM = False  # set by main(): the process is the robench program (not a test calling the app)

@@ -67,7 +67,9 @@ class PaperValue(CellRef):
 
 
 class EpsRange(_Strict):
-    start: Eps | None = Field(None, alias="from", description="the smallest eps (inclusive)")
+    """The eps values of a range of the suite's epsilons: ``{from: 4/255}``, ``{to: 0.1}`` or both."""
+
+    start: Eps | None = Field(None, alias="from", description="the smallest eps (inclusive); written `from:`")
     to: Eps | None = Field(None, description="the largest eps (inclusive)")
 
 
@@ -78,7 +80,9 @@ class Claim(_Strict):
     by: str | None = Field(None, max_length=200, description="who states it and where, e.g. 'substitute paper, abstract'")
     metric: Metric = Field("robust", description="what both sides compare (accuracies in %)")
     left: CellRef | None = Field(None, description="the cell the claim is about (omitted with op within: every paper value)")
-    op: Literal[">", "<", "between", "within"]
+    op: Literal[">", "<", "between", "within"] = Field(
+        description="> / <: left above / below right (or value); between: left (or left / right) inside range; "
+                    "within: left within points of right (or of the paper's value)")
     right: CellRef | None = Field(None, description="the cell compared with")
     value: float | None = Field(None, description="for > / <: a number to compare with instead of a cell (% for accuracies)")
     by_more_than: float = Field(0, ge=0, description="for > / <: the margin the difference must exceed (points for accuracies)")
@@ -102,6 +106,12 @@ class Claim(_Strict):
             raise ValueError("op within needs points: N")
         if self.left is None and not (self.op == "within" and self.right is None):
             raise ValueError("only a within claim against the paper may leave out left (it then runs over the paper values)")
+        # a field that the operator ignores would look like part of the claim: refuse it
+        for name, ops in (("value", (">", "<")), ("by_more_than", (">", "<")), ("range", ("between",)), ("points", ("within",))):
+            if name in self.model_fields_set and self.op not in ops:
+                raise ValueError(f"{name} is for op {' / '.join(ops)}, not {self.op}")
+        if self.where is not None and not (self.op == "within" and self.left is None):
+            raise ValueError("where picks the paper values of a within claim without left; this claim would ignore it")
         return self
 
 

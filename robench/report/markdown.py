@@ -56,6 +56,9 @@ def to_markdown(res: SuiteResults, norms: list[str] | None = None) -> str:
         models = models_table(res)
         if models is not None:
             lines += ["## Models", ""] + _md_block(models)
+        from .reproduction import paper_lines  # it imports this module: not at the top
+
+        lines += paper_lines(res)  # the paper's numbers beside ours and the claims' verdicts, where the suite has them
     lines += deviations_block(cfg)
     if res.warnings:
         lines += ["## Warnings", ""] + [f"- {WARN} {md_text(w)}" for w in res.warnings] + [""]
