@@ -62,14 +62,27 @@ def cell_label(c: dict[str, Any]) -> str:
 
 
 def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/n"`` -> (i, n) with 1 <= i <= n."""
+    """``"i/n"`` -> (i, n) with 1 <= i <= n (``"cells:i/n"``: see :func:`shard_unit`)."""
     try:
-        i, n = (int(part) for part in text.split("/"))
+        i, n = (int(part) for part in text.removeprefix("cells:").split("/"))
     except ValueError:
-        raise UserInputError(f"--shard must look like i/n (e.g. 1/4), not {text!r}") from None
+        raise UserInputError(f"--shard must look like i/n or cells:i/n (e.g. 1/4), not {text!r}") from None
     if not 1 <= i <= n:
         raise UserInputError(f"--shard {text}: need 1 <= i <= n")
     return i, n
+
+
+def shard_unit(text: str) -> str:
+    """What ``--shard`` splits: ``"samples"`` (``i/n``) or ``"cells"`` (``cells:i/n``)."""
+    return "cells" if text.startswith("cells:") else "samples"
+
+
+def shard_positions(n_samples: int, block: int, shard: tuple[int, int]) -> list[int]:
+    """Share i of n of the evaluation samples (positions 0..n_samples-1): blocks of ``block`` (the
+    suite's batch_size) dealt round-robin, so a shard's batches are the unsharded run's batches (the
+    same rows, also for randomised attacks) and a larger --limit keeps every sample in its shard."""
+    i, n = shard
+    return [p for p in range(n_samples) if (p // block) % n == i - 1]
 
 
 def select_shard(cells: list, shard: tuple[int, int] | None) -> list:

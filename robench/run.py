@@ -22,7 +22,7 @@ from .data import EvalData, load_eval_data, load_train_data
 from .errors import StoreError, UserInputError
 from .models import ModelPool, default_cache_dir, resolve_device
 from .paths import check_output_dir, confine_paths
-from .plan import cell_key, cell_label, plan_cells, select_shard
+from .plan import cell_key, cell_label, plan_cells, select_shard, shard_positions
 from .plugins import Registry
 from .provenance import provenance
 from .store import Store, StoreLock, check_store_file
@@ -110,7 +110,8 @@ class RunOptions:
     limit: int | None = None
     device: str | None = None  # overrides the suite's
     retrain: bool = False
-    shard: tuple[int, int] | None = None  # (i, n), 1 <= i <= n: run only this deterministic share of the cells
+    shard: tuple[int, int] | None = None  # (i, n), 1 <= i <= n: run only this deterministic share
+    shard_by: str = "samples"  # what the shard splits: "samples" (blocks of batch_size) or "cells"
     executor: Any = None  # an executors.Executor; None = the local executor, in this process
     plugins: tuple[str, ...] = ()  # the --plugin modules (remote workers import them too)
     isolate: str = "none"  # "none": cells run in this process; "process": each in a child process (local executor)
@@ -129,8 +130,10 @@ class StoreSink:
     of with a live bar.
     """
 
-    def __init__(self, runner: Runner, store: Store, summary: RunSummary, data: EvalData, *, interleaved: bool = False):
+    def __init__(self, runner: Runner, store: Store, summary: RunSummary, data: EvalData, *, interleaved: bool = False,
+                 positions: list[int] | None = None):
         self.runner = runner
+        self.positions = list(range(len(data.x))) if positions is None else positions  # this run's samples (a shard's)
         self.store = store
         self.summary = summary
         self.data = data
@@ -160,7 +163,7 @@ class StoreSink:
             config={"model_key": r.model_keys[m.name], "attack_params": r.resolved.attack_params[a.name].model_dump(mode="json")},
         )
         done = store.done_indices(key)
-        todo = [i for i, idx in enumerate(data.indices) if idx not in done]
+        todo = [i for i in self.positions if data.indices[i] not in done]
         if not todo:
             if status != "done":
                 store.set_cell_status(key, "done")
@@ -174,13 +177,13 @@ class StoreSink:
         job = CellJob(
             key=key, label=label, model=m.name, model_plugin=m.plugin, attack=a.name, attack_plugin=a.plugin,
             norm=c["norm"], eps=c["eps"], source=a.source, via_surrogate=via_surrogate, batch_size=a.batch_size or s.batch_size,
-            positions=todo, clean_pred=[p for _, p, _ in stored], seed=s.seed, done_before=len(data.x) - len(todo),
+            positions=todo, clean_pred=[p for _, p, _ in stored], seed=s.seed, done_before=len(self.positions) - len(todo),
             sha256=[sha for _, _, sha in stored], labels=[lbl for lbl, _, _ in stored], needs=tuple(sorted(factory.needs)),
             model_key=r.model_keys[m.name], budget=s.budget_for(a),
         )
         self._completed[key] = job.done_before
         if not self.interleaved:
-            self.rep.start_task(label, len(data.x))
+            self.rep.start_task(label, len(self.positions))
             self.rep.advance_task(job.done_before)
         return job
 
@@ -191,8 +194,8 @@ class StoreSink:
         self._completed[job.key] = done = self._completed.get(job.key, 0) + len(batch.rows)
         if not self.interleaved:
             self.rep.advance_task(done)
-        elif done < len(self.data.x):
-            self.rep.log(f"{job.label}: {done}/{len(self.data.x)} samples stored")
+        elif done < len(self.positions):
+            self.rep.log(f"{job.label}: {done}/{len(self.positions)} samples stored")
 
     def progress(self, job: CellJob, in_batch: float) -> None:
         """The attack reported that it is ``in_batch`` samples into the batch in flight."""
@@ -265,7 +268,7 @@ class Runner:
                 prov = provenance(self.resolved, self.registry, self.device)
                 prov["executor"] = executor.describe()
                 if self.opt.shard is not None:
-                    prov["shard"] = "{}/{}".format(*self.opt.shard)
+                    prov["shard"] = ("cells:" if self.opt.shard_by == "cells" else "") + "{}/{}".format(*self.opt.shard)
                 run_id = store.start_run(s.name, s.content_hash(), prov)
                 store.save_suite(s.name, s.content_hash(), s.model_dump(mode="json"))
                 summary = RunSummary(run_id, store.path)
@@ -299,11 +302,19 @@ class Runner:
         if len(data.x) == 0:
             raise UserInputError(f"dataset.offset/limit select no samples of {s.dataset.name} {s.dataset.split}")
         self.pool.compute_keys()
-        cells = select_shard(self.plan(), self.opt.shard)
+        cells = self.plan()
         needed = {m.name for m in s.models}
-        if self.opt.shard is not None:  # a shard trains only the models its cells attack
+        positions = None  # every sample
+        if self.opt.shard is not None and self.opt.shard_by == "cells":  # a shard trains only the models its cells attack
+            cells = select_shard(cells, self.opt.shard)
             needed = {c["model"].name for c in cells} | {c["attack"].source for c in cells if c["attack"].source}
-        self.rep.plan(self._plan(store, data, cells, needed))
+        elif self.opt.shard is not None:
+            positions = shard_positions(len(data.x), s.batch_size, self.opt.shard)
+            if not positions:
+                raise UserInputError(f"--shard {self.opt.shard[0]}/{self.opt.shard[1]} holds no samples: {len(data.x)} samples make "
+                                     f"{-(-len(data.x) // s.batch_size)} batches of {s.batch_size}; use fewer shards")
+        mine = positions if positions is not None else range(len(data.x))
+        self.rep.plan(self._plan(store, data, cells, needed, mine))
 
         for m in s.models:
             if m.name not in needed:
@@ -311,9 +322,10 @@ class Runner:
             try:
                 model = self.pool.load(m.name, data.info)
                 pred = _predict_all(CountingModel(model, f"model plugin {m.plugin}"), data.x, self.device)
-                if not set(data.indices) <= store.clean_indices(s.name, m.name, self.model_keys[m.name]):
+                # a sample shard stores the clean predictions of its samples only: its leaderboard covers them
+                if not {data.indices[i] for i in mine} <= store.clean_indices(s.name, m.name, self.model_keys[m.name]):
                     store.write_clean(s.name, m.name, self.model_keys[m.name], [
-                        (i, sha, int(lbl), int(p)) for i, sha, lbl, p in zip(data.indices, data.sha256, data.y, pred)
+                        (data.indices[i], data.sha256[i], int(data.y[i]), int(pred[i])) for i in mine
                     ])
                 self.models[m.name] = model
                 acc = float((pred == data.y).float().mean())
@@ -335,14 +347,14 @@ class Runner:
         self.rep.start_cells(len(cells))
         work = Workload(resolved=self.resolved, registry=self.registry, data=data, models=self.pool, device=self.device,
                         data_dir=self.opt.data_dir, plugins=tuple(self.opt.plugins), log=self.rep.log)
-        sink = StoreSink(self, store, summary, data, interleaved=executor.interleaved)
+        sink = StoreSink(self, store, summary, data, interleaved=executor.interleaved, positions=positions)
         executor.run_cells(work, cells, sink)
 
-    def _plan(self, store: Store, data: EvalData, cells: list[dict[str, Any]], needed: set[str]) -> RunPlan:
-        """Cells and samples left, the models to train, and what earlier runs' timing predicts."""
+    def _plan(self, store: Store, data: EvalData, cells: list[dict[str, Any]], needed: set[str], mine) -> RunPlan:
+        """Cells and samples left (of the positions ``mine``), the models to train, and what earlier runs' timing predicts."""
         s = self.suite
         planned, rates = [], {}
-        indices = set(data.indices)
+        indices = {data.indices[i] for i in mine}
         for c in cells:
             key = self.cell_key(c)
             done = store.done_indices(key) & indices
@@ -351,7 +363,7 @@ class Runner:
                 secs = [r["seconds"] for r in store.samples(key) if r["seconds"] is not None]
                 if secs:
                     rates[(m, a)] = sum(secs) / len(secs)
-            planned.append(PlannedCell(cell_label(c), m, a, len(data.x) - len(done)))
+            planned.append(PlannedCell(cell_label(c), m, a, len(indices) - len(done)))
         for p in planned:
             p.seconds_per_sample = rates.get((p.model, p.attack))
         models = {}
@@ -366,7 +378,7 @@ class Runner:
             models[m.name] = ("pretrained" if not getattr(factory, "trainable", True)
                               else "retrain" if cached and self.opt.retrain else "cached" if cached
                               else "from the zoo" if in_zoo else "to train")
-        return RunPlan(s.name, len(data.x), planned, models, estimate=s.estimate, suite_samples=s.dataset.limit)
+        return RunPlan(s.name, len(indices), planned, models, estimate=s.estimate, suite_samples=s.dataset.limit)
 
     def _run_noise(self, store: Store, data: EvalData) -> None:
         s = self.suite

@@ -1,4 +1,4 @@
-"""--shard i/n and robench merge: shards partition the cells, their merge equals one full run,
+"""--shard cells:i/n and robench merge: shards partition the cells, their merge equals one full run,
 duplicates are checked, conflicts abort the merge, provenance is kept."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from robench.cli import app
 from robench.plugins import get_registry
-from robench.plan import parse_shard, select_shard
+from robench.plan import parse_shard, select_shard, shard_positions, shard_unit
 from robench.run import RunOptions, run_suite
 from robench.suite import load_suite
 from robench.errors import UserInputError
@@ -55,7 +55,7 @@ def stores(tmp_path_factory):
     assert run_suite(resolved, reg, RunOptions(out_dir=tmp / "full", **opts)).ok
     cells = {}
     for i in (1, 2, 3):
-        summary = run_suite(resolved, reg, RunOptions(out_dir=tmp / f"shard{i}", shard=(i, 3), **opts))
+        summary = run_suite(resolved, reg, RunOptions(out_dir=tmp / f"shard{i}", shard=(i, 3), shard_by="cells", **opts))
         assert summary.ok
         cells[i] = {r[0] for r in sqlite3.connect(tmp / f"shard{i}" / "results.sqlite").execute("SELECT key FROM cells")}
     return tmp, cells
@@ -72,8 +72,12 @@ def test_shards_partition_the_cells(stores):
     assert cells[1] | cells[2] | cells[3] == full
     assert sum(len(c) for c in cells.values()) == 6 and all(len(c) == 2 for c in cells.values())  # balanced, disjoint
     assert select_shard(list(range(7)), (2, 3)) == [1, 4]
-    assert parse_shard("2/3") == (2, 3)
-    for bad in ("0/3", "4/3", "x", "1/0", "1/2/3"):
+    # sample shards: blocks of the batch size dealt round-robin, partitioning the samples
+    assert shard_positions(25, 5, (2, 3)) == [5, 6, 7, 8, 9, 20, 21, 22, 23, 24]
+    assert sorted(sum((shard_positions(25, 5, (i, 3)) for i in (1, 2, 3)), [])) == list(range(25))
+    assert parse_shard("2/3") == (2, 3) == parse_shard("cells:2/3")
+    assert (shard_unit("2/3"), shard_unit("cells:2/3")) == ("samples", "cells")
+    for bad in ("0/3", "4/3", "x", "1/0", "1/2/3", "rows:1/2"):
         with pytest.raises(UserInputError, match="--shard"):
             parse_shard(bad)
 
@@ -87,7 +91,7 @@ def test_merged_shards_equal_the_full_run_and_keep_provenance(stores, tmp_path):
     runs = sqlite3.connect(into).execute("SELECT status, provenance FROM runs ORDER BY id").fetchall()
     assert [r[0] for r in runs] == ["done", "done", "done", "merged"]
     provs = [json.loads(p) for _, p in runs]
-    assert [p["shard"] for p in provs[:3]] == ["1/3", "2/3", "3/3"]
+    assert [p["shard"] for p in provs[:3]] == ["cells:1/3", "cells:2/3", "cells:3/3"]
     assert [p["merged_from"]["store"] for p in provs[:3]] == [str((tmp / f"shard{i}" / "results.sqlite").resolve()) for i in (1, 2, 3)]
     assert len(provs[3]["merged_from"]) == 3
     # merging the full run on top: every sample is a duplicate, checked equal; nothing new

@@ -121,18 +121,27 @@ def test_a_changed_export_is_refused(run, tmp_path):
     assert res.exit_code != 0 and "does not match the SHA-256" in " ".join(res.output.split())
 
 
-def test_shards_merged_with_a_published_shard_equal_the_full_run(run, tmp_path):
-    """Shard 1/2 published (its export only), shard 2/2 as a store: merged, every sample row equals the full run's."""
+def test_sample_shards_merged_with_a_published_shard_equal_the_full_run(run, tmp_path):
+    """Sample shards 1/3 (published: its export only), 2/3 and 3/3 (stores): merged, every sample row,
+    clean prediction and leaderboard number equals the full run's."""
     tmp, reg, opts = run
     resolved = load_suite(tmp / "suite.yaml", reg)
-    for i in (1, 2):
-        assert run_suite(resolved, reg, RunOptions(out_dir=tmp_path / f"s{i}", shard=(i, 2), **opts)).ok
+    for i in (1, 2, 3):
+        assert run_suite(resolved, reg, RunOptions(out_dir=tmp_path / f"s{i}", shard=(i, 3), **opts)).ok
+    db = sqlite3.connect(tmp_path / "s2" / "results.sqlite")  # blocks of batch_size 10 dealt round-robin: 10..19
+    assert [r[0] for r in db.execute("SELECT DISTINCT idx FROM samples ORDER BY idx")] == list(range(10, 20))
+    assert [r[0] for r in db.execute("SELECT DISTINCT idx FROM clean ORDER BY idx")] == list(range(10, 20))
+    lb_s2 = json.loads(cli("leaderboard", tmp_path / "s2" / "results.sqlite", "--format", "json").stdout)
+    assert {r["n"] for r in lb_s2} == {10}  # a shard's leaderboard covers its samples, "best" rows too
     assert cli("publish", tmp_path / "s1" / "results.sqlite", "--to", tmp_path / "pub").exit_code == 0
     into = tmp_path / "all.sqlite"
-    res = cli("merge", tmp_path / "pub" / "runs" / "grow", tmp_path / "s2" / "results.sqlite", "--into", into)
+    res = cli("merge", tmp_path / "pub" / "runs" / "grow", tmp_path / "s2" / "results.sqlite", tmp_path / "s3" / "results.sqlite",
+              "--into", into)
     assert res.exit_code == 0, res.output
     q = ("SELECT c.key, s.idx, s.sha256, s.success, s.rejected, s.l0, s.l1, s.l2, s.linf, s.forward, s.backward "
          "FROM samples s JOIN cells c ON s.cell = c.key ORDER BY 1, 2")
+    assert sqlite3.connect(into).execute(q).fetchall() == sqlite3.connect(tmp / "run" / "results.sqlite").execute(q).fetchall()
+    q = "SELECT model, model_key, idx, sha256, label, pred FROM clean ORDER BY 1, 3"
     assert sqlite3.connect(into).execute(q).fetchall() == sqlite3.connect(tmp / "run" / "results.sqlite").execute(q).fetchall()
     lb = lambda p: [{k: v for k, v in r.items() if k != "seconds_per_sample"}  # noqa: E731 (timings differ)
                     for r in json.loads(cli("leaderboard", p, "--format", "json").stdout)]
