@@ -48,7 +48,7 @@ def model_key(resolved: Resolved, registry: Registry, name: str, device: torch.d
         "plugin": entry.plugin,
         "version": plugin_version(spec),
         "params": key_view(params, base),
-        "dataset": {"name": s.dataset.name, "params": resolved.dataset_params.model_dump(mode="json"), "classes": s.dataset.classes},
+        "dataset": {"name": s.dataset.name, "params": key_view(resolved.dataset_params, base), "classes": s.dataset.classes},
         "seed": s.seed,
         "device": device.type,
     }

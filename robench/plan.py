@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .api import Context, construct
+from .content import SUITE, content_digests, key_view, path_fields, suite_folder
 from .errors import UserInputError
 from .plugins import Registry, plugin_version
 from .seeds import stable_hash
@@ -45,14 +46,33 @@ def cell_key(resolved: Resolved, c: dict[str, Any], model_keys: dict[str, str]) 
         "model": model_keys[c["model"].name],
         "attack": a.plugin,
         "attack_version": plugin_version(c["spec"]),
-        "attack_params": resolved.attack_params[a.name].model_dump(mode="json"),
+        # suite paths relative to the suite's folder, so a key does not depend on where it lies
+        "attack_params": key_view(resolved.attack_params[a.name], suite_folder(resolved)),
         "eps": c["eps"],
         "source": model_keys.get(a.source) if a.source else None,
         "seed": s.seed,
         "batch_size": a.batch_size or s.batch_size,
         # Only when set, so the keys of unbudgeted cells (every store before budgets) are unchanged.
         **({"budget": s.budget_for(a)} if s.budget_for(a) else {}),
+        # Content, not names: the bytes of files the attack or the dataset reads (only when there are any).
+        **_file_digests(resolved, c["spec"].factory, resolved.attack_params[a.name]),
     })
+
+
+def _file_digests(resolved: Resolved, attack_factory: type, attack_params: Any) -> dict[str, Any]:
+    """SHA-256 of the suite files (``robench_path: "suite"``) an attack's or the dataset's
+    parameters name, and of an attack's ``content_files``."""
+    base = suite_folder(resolved)
+    out = {}
+    for field, params, factory in (("attack_files", attack_params, attack_factory), ("dataset_files", resolved.dataset_params, None)):
+        if params is None:
+            continue
+        suite_fields = {name for name, kind, _ in path_fields(params) if kind == SUITE}
+        digests = {k: v for k, v in content_digests(params, factory, base=base).items()
+                   if k.startswith("file:") or k.split("[")[0] in suite_fields}
+        if digests:
+            out[field] = digests
+    return out
 
 
 def cell_label(c: dict[str, Any]) -> str:

@@ -360,6 +360,8 @@ def resolve(suite: Suite, registry: Registry, path: str = "<suite>", lines: dict
     cross_ref_problems(suite.model_dump(mode="json"), lines, problems)
 
     dataset_params = params_for(registry, "dataset", suite.dataset.name, suite.dataset.params, ("dataset",), lines, problems)
+    if dataset_params is not None:
+        dataset_params = suite_files(dataset_params, path, ("dataset", "params"), lines, problems)
     _read_indices_file(suite, path, lines, problems)
     shape = None
     if dataset_params is not None:
@@ -381,6 +383,7 @@ def resolve(suite: Suite, registry: Registry, path: str = "<suite>", lines: dict
                              f"{a.plugin} is not a transfer attack and would ignore source:; remove it (only transfer attacks craft on another model)"))
         if p is None:
             continue
+        p = suite_files(p, path, ("attacks", i, "params"), lines, problems)  # e.g. a substitute's weights file
         attack_params[a.name] = p
         factory = spec.factory
         try:
