@@ -92,39 +92,36 @@ class BatchTracker:
     def forward_call(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Charge one ``scores`` call, blank what is past budget, update best-so-far; returns the scores the attack gets."""
         n = out.shape[0]
-        limit = self.budget.forward if self.budget else None
-        if n == self.n:
-            live = torch.ones(n, dtype=torch.bool) if limit is None else self.forward < limit
-            self.forward += live.long()
-            if self.track:
-                self._observe(x, out, live)
-        else:
-            k = -(-n // self.n) if self.n else 0
-            ok = limit is None or bool((self.forward + k <= limit).all())
-            if ok:
-                self.forward += k
-            live = torch.full((n,), ok, dtype=torch.bool)
-        if bool(live.all()):
+        live = self._charge(self.forward, n, self.budget.forward if self.budget else None)
+        if self.track and n == self.n:
+            self._observe(x, out, live)
+        if live is None:
             return out
         self.blanked_rows += int((~live).sum())
         return torch.where(live.to(out.device)[:, None], out, torch.zeros((), dtype=out.dtype, device=out.device))
 
     def backward_mask(self, n: int) -> torch.Tensor | None:
         """Charge one backward pass through ``n`` score rows; a (n,) mask of the rows whose gradient may flow (None: all)."""
-        limit = self.budget.backward if self.budget else None
-        if n == self.n:
-            live = torch.ones(n, dtype=torch.bool) if limit is None else self.backward < limit
-            self.backward += live.long()
-        else:
-            k = -(-n // self.n) if self.n else 0
-            ok = limit is None or bool((self.backward + k <= limit).all())
-            if ok:
-                self.backward += k
-            live = torch.full((n,), ok, dtype=torch.bool)
-        return None if bool(live.all()) else live
+        return self._charge(self.backward, n, self.budget.backward if self.budget else None)
+
+    def _charge(self, spent: torch.Tensor, n: int, limit: int | None) -> torch.Tensor | None:
+        """Charge a call of ``n`` rows to ``spent`` (per sample, in place) under ``limit``; the (n,) mask
+        of the rows answered within budget, or None when all are (the common case, no mask built)."""
+        if n == self.n:  # row i is sample i's pass
+            if limit is None:
+                spent += 1
+                return None
+            live = spent < limit
+            spent += live.long()
+            return None if bool(live.all()) else live
+        k = -(-n // self.n) if self.n else 0  # unattributed: every sample pays ceil(n / B)
+        if limit is None or bool((spent + k <= limit).all()):
+            spent += k
+            return None
+        return torch.zeros(n, dtype=torch.bool)
 
     # -- best so far ------------------------------------------------------------------------
-    def _observe(self, xq: torch.Tensor, out: torch.Tensor, live: torch.Tensor) -> None:
+    def _observe(self, xq: torch.Tensor, out: torch.Tensor, live: torch.Tensor | None) -> None:
         # Cheap first: the scores say which rows are misclassified (nothing else is read for the others);
         # then one pass each for the box and the norm, in float32 on the model's device. The tracked norms
         # only rank candidates: the harness re-verifies (float64) whatever it keeps.
@@ -135,7 +132,9 @@ class BatchTracker:
             if xq.shape != self.x.shape:
                 return
             dev = xq.device
-            cand = (out.detach().argmax(1) != self.y) & live.to(dev) & ~self._done_dev
+            cand = (out.detach().argmax(1) != self.y) & ~self._done_dev
+            if live is not None:
+                cand &= live.to(dev)
             if not bool(cand.any()):
                 return
             flat = xq.flatten(1)
