@@ -9,6 +9,8 @@ Parts, each in its own subprocess so that its peak memory (max RSS) is its own:
   mlp01    MLP01, 32 votes, 20 hidden, 1000 iterations, CIFAR-10 0 vs 1: time, accuracies.
   svm      LinearSVC; mlp  sigmoid MLP (20 hidden, SGD 200/0.9/0.01) on the same split.
   ova      (b) one-vs-all MLP01 on all of CIFAR-10 (votes/iterations reduced by flags).
+  speedup  the trainer at --old-commit vs today's, side by side on full-size one-vs-all
+           sub-problems (--classes x --votes x --iterations): wall and CPU ratio, same tensors.
   ovamem   one full-size one-vs-all sub-problem (0 vs rest, 50000 images) with 32 votes: peak
            memory and seconds per iteration, for extrapolating the full one-vs-all run.
 
@@ -175,7 +177,67 @@ def part_ovamem(args) -> dict:
     return {"votes": args.votes, "hidden": args.hidden, "setup_and_first_iteration_s": round(one, 1), "s_per_iteration": round(per_it, 2)}
 
 
-PARTS = {"ref": part_ref, "scd01": part_model, "mlp01": part_model, "svm": part_model, "mlp": part_model, "ova": part_ova, "ovamem": part_ovamem}
+def _trainer_at(commit: str):
+    """The zero_one trainer (scd.py + cutkernel.py) as it was at ``commit``, imported from git."""
+    import importlib
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    pkg = Path(tempfile.mkdtemp()) / f"zo_{commit[:8]}"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    for name in ("scd.py", "cutkernel.py"):
+        src = subprocess.run(["git", "-C", str(root), "show", f"{commit}:plugins/zero_one/{name}"], check=True, capture_output=True, text=True)
+        (pkg / name).write_text(src.stdout)
+    sys.path.insert(0, str(pkg.parent))
+    return importlib.import_module(f"{pkg.name}.scd")
+
+
+def part_speedup(args) -> dict:
+    """Old trainer (--old-commit) vs today's, side by side in one process on full-size one-vs-all
+    sub-problems (class c vs the other 49 999 CIFAR-10 training images), alternating per class so
+    both see the same machine load; checks that both return the same tensors."""
+    from robench_plugins.zero_one import scd
+
+    old = _trainer_at(args.old_commit)
+    _, xtr, ytr, _, _ = cifar(classes=None)
+    xt = xtr.flatten(1).T.contiguous()
+    del xtr
+    cfg = scd.SCDConfig(iterations=args.iterations or 100, votes=args.votes, hidden=args.hidden)
+    small = scd.SCDConfig(iterations=1, votes=1, hidden=args.hidden, coords=4)
+    for mod in (old, scd):  # compile / load the numba kernels outside the timed part
+        mod.train(xt[:, :2000], ytr[:2000] == 0, mod.SCDConfig(**vars(small)), seed=0)
+    res = {"old_commit": args.old_commit, "classes": args.classes, "votes": cfg.votes, "iterations": cfg.iterations, "hidden": cfg.hidden}
+    tot = {"old": [0.0, 0.0], "new": [0.0, 0.0]}
+    setup = 0.0  # CPU s of a 1-iteration run (initial projections, same code in both), today's trainer
+    for c in range(args.classes):
+        p = time.process_time()
+        scd.train(xt, ytr == c, scd.SCDConfig(**{**vars(cfg), "iterations": 1}), seed=0, stream=c)
+        setup += time.process_time() - p
+        outs = {}
+        for name, mod in (("old", old), ("new", scd)):
+            w, p = time.perf_counter(), time.process_time()
+            outs[name] = mod.train(xt, ytr == c, mod.SCDConfig(**vars(cfg)), seed=0, stream=c)
+            tot[name][0] += time.perf_counter() - w
+            tot[name][1] += time.process_time() - p
+        res[f"class{c}_identical"] = all(torch.equal(outs["old"][k], outs["new"][k]) for k in outs["old"])
+        res[f"class{c}_train_error"] = outs["new"]["train_error"].tolist()
+    votes = args.classes * cfg.votes
+    res["setup_cpu_s_per_vote"] = round(setup / votes, 2)
+    for name, (wall, cpu) in tot.items():
+        res[f"{name}_wall_s"], res[f"{name}_cpu_s"] = round(wall, 1), round(cpu, 1)
+        # per vote-iteration after the setup (iterations 2..N; the 1-iteration run holds the first)
+        per = (cpu - setup) / (votes * (cfg.iterations - 1)) if cfg.iterations > 1 else float("nan")
+        res[f"{name}_cpu_ms_per_vote_it"] = round(1000 * per, 2)
+        # full one-vs-all MLP01: 10 classes x 32 votes = 320 votes, x 1000 iterations each
+        res[f"full_{name}_cpu_h"] = round((320 * res["setup_cpu_s_per_vote"] + 320_000 * per) / 3600, 2)
+    res["speedup_wall"] = round(tot["old"][0] / tot["new"][0], 2)
+    res["speedup_cpu"] = round(tot["old"][1] / tot["new"][1], 2)
+    res["speedup_cpu_per_vote_it"] = round(res["old_cpu_ms_per_vote_it"] / res["new_cpu_ms_per_vote_it"], 2)
+    return res
+
+
+PARTS = {"speedup": part_speedup, "ref": part_ref, "scd01": part_model, "mlp01": part_model, "svm": part_model, "mlp": part_model, "ova": part_ova, "ovamem": part_ovamem}
 
 
 def main() -> None:
@@ -190,6 +252,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--ova-votes", type=int, default=8)
     ap.add_argument("--ova-iterations", type=int, default=100)
+    ap.add_argument("--classes", type=int, default=2, help="speedup: one-vs-all sub-problems timed (classes 0..N-1)")
+    ap.add_argument("--old-commit", default="6bfd5dfbc6c8de2af967531fbfbec61d54a4dbe8", help="speedup: the trainer to compare with")
     ap.add_argument("--out", type=Path, default=None, help="append JSON lines here")
     args = ap.parse_args()
     if args.part != "all":

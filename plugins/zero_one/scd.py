@@ -20,7 +20,8 @@ objective is the class-balanced 01 loss (the mean of the per-class error rates),
 Speed (the point of this module): votes are a tensor dimension and are trained together;
 projections of the whole training set are kept and updated by the rank-1 change of the one
 accepted coordinate instead of recomputing X.w; the best threshold of every (vote, candidate)
-comes from one batched sort + cumulative sum; accept/reject is a masked update. The random draws
+comes from one batched sort + cumulative sum, for a hidden unit over its pivotal samples only
+(:func:`pivotal_losses`); accept/reject is a masked update. The random draws
 happen per vote on CPU generators, in the same order as the per-vote reference
 (:mod:`.reference`), so both follow the same trajectory and results do not depend on how many
 votes are trained at once.
