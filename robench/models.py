@@ -159,6 +159,16 @@ def _snapshot_state(model: Model) -> dict[str, torch.Tensor] | None:
         return None
 
 
+class ModelKeys(dict):
+    """Model name -> model key. ``run_devices``: models whose weights were trained on another
+    device type (the zoo's CPU weights on a CUDA run), name -> this run's device type; it enters
+    their cell keys, so results computed on one device are never shown as another's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.run_devices: dict[str, str] = {}
+
+
 class ModelPool:
     """The models of one run: trained (or loaded from the cache) once, then handed to cells.
 
@@ -178,7 +188,7 @@ class ModelPool:
         self.rep = reporter
         self.train_data = train_data
         self.models: dict[str, Model] = {}
-        self.keys: dict[str, str] = {}
+        self.keys = ModelKeys()
         self.errors: dict[str, str] = {}
         self.snapshots: dict[str, tuple[dict[str, torch.Tensor] | None, ClassSnapshot]] = {}
         #: per loaded model, its card: key, weights_sha256, weights_origin, train_seconds, description
@@ -187,6 +197,26 @@ class ModelPool:
     def compute_keys(self) -> None:
         for m in self.resolved.suite.models:
             self.keys[m.name] = model_key(self.resolved, self.registry, m.name, self.device)
+            cpu_key = self._zoo_cpu_key(m.name)
+            if cpu_key is not None:
+                self.keys[m.name] = cpu_key
+                self.keys.run_devices[m.name] = self.device.type
+
+    def _zoo_cpu_key(self, name: str) -> str | None:
+        """The CPU key of a trainable model whose weights this run takes from the zoo although it
+        runs on another device type: a zoo file is plain weights, valid on any device. Only when
+        this device has neither cached weights nor a zoo entry of its own and nothing is retrained;
+        a run that trains keeps its own key."""
+        from .zoo import read_manifest
+
+        entry = next(m for m in self.resolved.suite.models if m.name == name)
+        if self.device.type == "cpu" or self.retrain or not self.registry.get("model", entry.plugin).factory.trainable:
+            return None
+        manifest = read_manifest()
+        if (self.cache_dir / self.keys[name] / "weights.safetensors").is_file() or self.keys[name] in manifest:
+            return None
+        cpu_key = model_key(self.resolved, self.registry, name, torch.device("cpu"))
+        return cpu_key if cpu_key in manifest else None
 
     def load(self, name: str, info: DatasetInfo) -> Model:
         """Model ``name`` with its weights: from the cache, else trained now and cached."""
@@ -236,6 +266,8 @@ class ModelPool:
                 })
                 origin = "trained now"
             config = _read_config(folder)
+            if name in self.keys.run_devices:  # the zoo's CPU weights, used on this device
+                origin += f" (trained on {config.get('device', 'cpu')}; run on {self.device.type})"
             seconds = config.get("train_seconds")
             if not isinstance(seconds, (int, float)) and (zoo_entry is not None or isinstance(config.get("from_zoo"), str)):
                 seconds = _zoo_train_seconds(self.keys[name], zoo_entry)  # the zoo's manifest records it

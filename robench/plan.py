@@ -50,6 +50,8 @@ def cell_key(resolved: Resolved, c: dict[str, Any], model_keys: dict[str, str]) 
         "attack_params": key_view(resolved.attack_params[a.name], suite_folder(resolved)),
         "eps": c["eps"],
         "source": model_keys.get(a.source) if a.source else None,
+        # the zoo's CPU weights attacked on another device type (robench.models.ModelKeys)
+        **({"run_device": run_devices[c["model"].name]} if c["model"].name in (run_devices := getattr(model_keys, "run_devices", {})) else {}),
         "seed": s.seed,
         "batch_size": a.batch_size or s.batch_size,
         # Only when set, so the keys of unbudgeted cells (every store before budgets) are unchanged.

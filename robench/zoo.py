@@ -7,8 +7,10 @@ trainable model whose key has a zoo entry and no cached weights, the zoo file is
 its hash and copied into the cache, so the run starts attacking instead of training. A file whose
 hash does not match is refused, with the command that retrains it.
 
-The key includes the device type, so weights trained on CPU seed CPU runs only (a CUDA run
-trains its own); it includes the plugin version too, so a new robench version retrains.
+The key includes the device type (training is not bit-identical across devices); a run on
+another device type takes the CPU entry under its CPU key (``ModelPool._zoo_cpu_key``: the key
+names the weights, the cell keys add the run's device). It includes the plugin version too, so a
+new robench version retrains.
 Adding models and the ``robench zoo`` commands: :mod:`robench.zoo_commands`.
 """
 

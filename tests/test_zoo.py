@@ -95,3 +95,53 @@ def test_an_empty_zoo_changes_nothing(tmp_path, suite, monkeypatch):
     assert _run(tmp_path, suite, "cache", "out").ok
     res = CliRunner().invoke(app, ["zoo", "list"])
     assert res.exit_code == 0 and "is empty" in res.output
+
+
+def test_a_cuda_run_uses_the_zoos_cpu_weights_under_their_own_key(tmp_path, suite, monkeypatch):
+    """A zoo file is plain weights: a run on another device type (a fake 'cuda': keys and loading
+    need no GPU) takes them under the CPU key, says so in the card, and keys its cells by the
+    device; a run that retrains keeps its own key."""
+    import torch
+
+    from robench.models import ModelPool, model_key
+    from robench.plan import cell_key, plan_cells
+    from robench.run import Reporter
+    from robench_plugins.basic.mlp import MLP
+
+    zoo = tmp_path / "zoo"
+    monkeypatch.setenv("ROBENCH_ZOO", str(zoo))
+    [entry] = add_models(suite, None, tmp_path, tmp_path / "cache0", zoo=zoo, log=lambda t: None)
+    reg = get_registry()
+    resolved = load_suite(suite, reg)
+    cuda = torch.device("cuda")
+    assert model_key(resolved, reg, "mlp", cuda) != entry.key  # the CUDA key has no zoo entry of its own
+
+    def pool(device, cache="cache", retrain=False):
+        p = ModelPool(resolved, reg, device, tmp_path / cache, tmp_path, retrain=retrain, reporter=Reporter())
+        p.compute_keys()
+        return p
+
+    gpu, cpu = pool(cuda), pool(torch.device("cpu"))
+    assert gpu.keys["mlp"] == cpu.keys["mlp"] == entry.key and gpu.keys.run_devices == {"mlp": "cuda"}
+    assert cpu.keys.run_devices == {}
+    (c,) = plan_cells(resolved, reg)
+    assert cell_key(resolved, c, gpu.keys) != cell_key(resolved, c, cpu.keys)  # results of one device never shown as another's
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained although the zoo has the weights")
+
+    monkeypatch.setattr(MLP, "fit", no_training)
+    monkeypatch.setattr(MLP, "to", lambda self, device: self)  # no GPU here: the weights stay where they are
+    info = reg.get("dataset", "digits").factory(resolved.dataset_params).info()
+    gpu.load("mlp", info)
+    card = gpu.cards["mlp"]
+    assert card["key"] == entry.key and card["weights_sha256"] == entry.sha256
+    assert card["weights_origin"] == f"model zoo file {entry.file} (trained on cpu; run on cuda)"
+
+    # Retraining on CUDA, or CUDA weights already cached: the CUDA key, nothing borrowed.
+    retrained = pool(cuda, "cache_r", retrain=True)
+    assert retrained.keys["mlp"] == model_key(resolved, reg, "mlp", cuda) and retrained.keys.run_devices == {}
+    own = tmp_path / "cache_own" / model_key(resolved, reg, "mlp", cuda)
+    own.mkdir(parents=True)
+    (own / "weights.safetensors").write_bytes(b"")
+    assert pool(cuda, "cache_own").keys.run_devices == {}
