@@ -217,7 +217,7 @@ def plugins(
 
 @app.command()
 def merge(
-    stores: List[Path] = typer.Argument(..., help="results.sqlite files to merge (e.g. the shards of one suite)"),
+    stores: List[Path] = typer.Argument(..., help="results.sqlite files to merge (e.g. the shards of one suite), or published exports (leaderboard/runs/<suite>/)"),
     into: Path = typer.Option(..., "--into", help="Destination store (created if missing; existing results are kept and checked)"),
 ) -> None:
     """Merge results stores: rows present in several stores must be equal, else nothing is merged (exit 1).
