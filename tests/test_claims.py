@@ -250,3 +250,16 @@ def test_a_page_from_a_store_and_from_its_export_agree(tmp_path, results):
     nothing = generate(tmp_path / "pages.yaml", [tmp_path / "elsewhere"], "cmd")[tmp_path / "out.md"]
     assert "no results at hand (the suite has not run" in nothing and "| A / sub: robust @ 0.1 | 80 | Table 1 | not run | – |" in nothing
     assert "- **not computed**: A beats B at every eps" in nothing
+
+
+def test_a_per_sample_export_gives_the_norm_verdicts_a_json_export_cannot(tmp_path):
+    from robench.report.reproduction import find_results
+    from robench.store_export import export_suite
+
+    with Store(build_store(tmp_path / "results.sqlite"), create=False) as store:
+        export_suite(store, "repro", tmp_path / "runs" / "repro")
+    found = find_results("repro", [tmp_path / "runs"], tmp_path)
+    assert found.label == "per-sample export `runs/repro`"
+    claim = Claim.model_validate(dict(claim="c", metric="mean_norm", left={"model": "A", "attack": "min"}, op="between",
+                                      range=[1.8, 2.2], right={"model": "B", "attack": "min"}))
+    assert evaluate(claim, found.results, FACTS, []).verdict == HOLDS

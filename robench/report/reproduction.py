@@ -136,16 +136,22 @@ class Source:
 
 
 def find_results(suite: str, sources: list[Path], root: Path) -> Source | None:
-    """The suite's results from the first source that has them: a store file or a folder of stores,
-    or a folder holding its published ``<suite>.json``."""
+    """The suite's results from the first source that has them: a store file or a folder of stores, a
+    per-sample export (``leaderboard/runs/<suite>/``, robench.store_export), or a folder holding its
+    published ``<suite>.json``."""
     from ..metrics import compute
     from ..store import Store, iter_stores
+    from ..store_export import imported, iter_exports
 
     for src in sources:
         for store_path in iter_stores(src):
             with Store(store_path, create=False, read_only=True) as store:
                 if suite in store.suites():
                     return Source(Results.from_suite_results(compute(store, suite)), f"store `{_rel(store_path, root)}`")
+        for folder in iter_exports(src):  # leaderboard/runs/<suite>/: the per-sample rows publish writes
+            with imported(folder) as p, Store(p, create=False) as store:
+                if suite in store.suites():
+                    return Source(Results.from_suite_results(compute(store, suite)), f"per-sample export `{_rel(folder, root)}`")
         export = src / f"{suite}.json" if src.is_dir() else (src if src.name == f"{suite}.json" else None)
         if export is not None and export.is_file():
             rows = [r for r in json.loads(export.read_text()) if r.get("suite") == suite]
