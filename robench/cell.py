@@ -51,6 +51,9 @@ class CellJob:
     model_key: str = ""  # stable identity of the attacked model (attacks may key caches on it)
     #: passes per sample, {"forward": N, "backward": M} (either may be missing); None: unlimited (robench.budget)
     budget: dict | None = None
+    #: track best-so-far curves (robench.budget) though no budget is set (the suite's ``curves: true``);
+    #: a budgeted cell always tracks. Off: the wrapper carries no tracker, the default cell path.
+    curves: bool = False
 
 
 @dataclass
@@ -69,6 +72,8 @@ class Candidates:
     spent: list | None = None
     #: per row the (status, lower, upper) the attack certified (Context.certify), or None; None: no certificates
     certificates: list | None = None
+    #: per row the attack's note (Context.note) or None; None: no notes
+    notes: list | None = None
 
 
 #: Statuses a certificate may carry (Context.certify); the harness adds "unverified" and "contradicted".
@@ -139,9 +144,13 @@ def attack_cell(job: CellJob, factory: type[Attack], params: Params, model: Mode
         counting.reset()
         # Best-so-far needs the real model's scores: not tracked when the attack runs on a surrogate.
         clean_b = torch.tensor([job.clean_pred[k] for k in chunk]) if job.clean_pred else yb.detach().cpu()
-        tracker = BatchTracker(xb, yb, clean_b, job.norm, job.eps, Budget.from_dict(job.budget), track=not job.via_surrogate)
+        budget = Budget.from_dict(job.budget)
+        tracker = None
+        if budget is not None or job.curves:
+            tracker = BatchTracker(xb, yb, clean_b, job.norm, job.eps, budget, track=not job.via_surrogate)
         counting.tracker = tracker
         ctx.certificates.clear()
+        ctx.notes.clear()
         if progress is not None:  # the attack's share of its batch, in samples
             ctx.progress = lambda done, total, n=len(pos): progress(n * min(max(done / total, 0.0), 1.0)) if total > 0 else None
         t0 = time.perf_counter()
@@ -150,7 +159,7 @@ def attack_cell(job: CellJob, factory: type[Attack], params: Params, model: Mode
         finally:
             counting.tracker = None
             ctx.progress = None
-        if tracker.budget is not None:  # kept with the cell: how often the budget answered for the attack
+        if tracker is not None and tracker.budget is not None:  # kept with the cell: how often the budget answered for the attack
             ctx.records["budget_blanked_rows"] = ctx.records.get("budget_blanked_rows", 0) + tracker.blanked_rows
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -162,7 +171,11 @@ def attack_cell(job: CellJob, factory: type[Attack], params: Params, model: Mode
         cand = Candidates(chunk, adv.detach().to("cpu", torch.float32), counting.forward_rows / n, counting.backward_rows / n,
                           seconds / n)
         cand.certificates = _certificates(ctx.certificates, n, who)
-        if tracker.track:
+        if ctx.notes:
+            if not all(isinstance(r, int) and 0 <= r < n for r in ctx.notes):
+                raise RobenchError(f"{who}: note() for a row outside the batch of {n}")
+            cand.notes = [ctx.notes.get(j) for j in range(n)]
+        if tracker is not None and tracker.track:
             cand.best = None if tracker.best_x is None else tracker.best_x.to("cpu", torch.float32)
             cand.curves = tracker.curves
             cand.spent = list(zip(tracker.forward.tolist(), tracker.backward.tolist()))
@@ -228,6 +241,9 @@ def verify_candidates(job: CellJob, data: EvalData, cand: Candidates, model: Mod
     if cand.certificates is not None and len(cand.certificates) == len(rows):
         for j, row in enumerate(rows):
             row.certificate = checked_certificate(cand.certificates[j], row, float(verdict.norms[job.norm][j]))
+    if cand.notes is not None and len(cand.notes) == len(rows):
+        for j, row in enumerate(rows):
+            row.note = cand.notes[j]
     if cand.curves is not None and cand.spent is not None and len(cand.curves) == len(rows) == len(cand.spent):
         rows = [TrackedRow(**vars(row), curve=final_curve(cand.curves[j], row.success, float(verdict.norms[job.norm][j]),
                                                          *cand.spent[j], bounded=job.eps is not None))

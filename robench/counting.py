@@ -109,6 +109,12 @@ class CountingModel(Model):
             return self.scores(x).argmax(dim=1)
 
     def surrogate(self) -> Model | None:
+        # The surrogate's passes bypass this wrapper: under a budget that would be unbudgeted queries, so refuse.
+        # (The harness's own via-surrogate path wraps the surrogate itself, so its passes are charged.)
+        tracker = self.tracker
+        if tracker is not None and tracker.budget is not None:
+            raise RobenchError(f"{self.who}: surrogate() cannot be used under a query budget (its passes would not be "
+                               "counted against the budget); run the attack without a budget")
         return self.__model.surrogate()
 
     def __getattr__(self, name: str) -> Any:

@@ -60,6 +60,33 @@ def read_curves(store: Store, cell: str) -> dict[int, list[list[float]]]:
     return {int(i): json.loads(p) for i, p in store.db.execute("SELECT idx, points FROM curves WHERE cell=? ORDER BY idx", (cell,))}
 
 
+def suite_curves(store: Store, cells: Iterable[dict]) -> dict[tuple[str, str, str], list[list[list[float]]]]:
+    """(model, attack, norm) -> one curve per sample, for the minimal-attack cells (``eps`` None) whose every
+    stored sample kept a curve (a cell run without tracking, or a store from before curves, gives none)."""
+    if not _has_table(store):
+        return {}
+    out = {}
+    for c in cells:
+        if c["eps"] is not None:
+            continue
+        curves = read_curves(store, c["key"])
+        idx = [s["idx"] for s in store.samples(c["key"])]
+        if idx and all(i in curves for i in idx):
+            out[(c["model"], c["attack"], c["norm"])] = [curves[i] for i in idx]
+    return out
+
+
+def copy_curves(src: Store, dest: Store, cell: str, idxs: Iterable[int]) -> int:
+    """Copy the curves of ``cell``'s samples ``idxs`` from ``src`` to ``dest`` (inside the caller's transaction,
+    as ``robench merge`` runs); returns how many were copied. A source without curves copies none."""
+    have = read_curves(src, cell)
+    data = [(cell, i, json.dumps(have[i])) for i in idxs if i in have]
+    if data:
+        dest.db.execute(DDL)
+        dest.db.executemany("INSERT OR REPLACE INTO curves VALUES (?, ?, ?)", data)
+    return len(data)
+
+
 def best_at(curve: list[list[float]], passes: float, *, backward: bool = False) -> float:
     """The sample's best norm once it had spent ``passes`` forward (or backward) passes; inf if not yet broken."""
     k = 1 if backward else 0
@@ -88,4 +115,4 @@ def strength_at(curves: Iterable[list[list[float]]], passes: float, norm: Norm |
     return out
 
 
-__all__ = ["DDL", "TrackedRow", "best_at", "read_curves", "strength_at", "write_curves"]
+__all__ = ["DDL", "TrackedRow", "best_at", "copy_curves", "suite_curves", "read_curves", "strength_at", "write_curves"]

@@ -18,6 +18,7 @@ from pathlib import Path
 from . import __version__
 from .errors import RobenchError, StoreError, UserInputError
 from .store import Store
+from .curves import copy_curves
 
 # Columns that define a cell (must agree), and sample/clean/noise columns that are results (must agree).
 CELL_IDENTITY = ("suite", "model", "model_plugin", "attack", "attack_plugin", "norm", "kind", "eps", "source", "needs",
@@ -179,6 +180,7 @@ def _merge_one(dest: Store, path: Path, src: Store, report: MergeReport) -> None
             else:
                 report.samples_checked += 1
         dest.insert_rows("samples", new)
+        copy_curves(src, dest, key, [r["idx"] for r in new])  # best-so-far curves (robench.curves) go with their rows
         report.samples_new += len(new)
     if conflicts:
         raise MergeConflict(f"{path}: {len(conflicts)} sample(s) differ from the destination's (values: this store vs destination):\n  "

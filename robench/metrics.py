@@ -20,6 +20,7 @@ import torch
 
 from . import certified
 from .api import Norm
+from .curves import suite_curves
 from .store import Store
 from .verify import within_eps
 
@@ -101,6 +102,8 @@ class SuiteResults:
     source: Any = None
     #: from per-sample certificates (robench.certified): {"solver": [...], "verified": [...]}
     certified: dict[str, Any] = field(default_factory=dict)
+    #: (model, attack, norm) -> best-so-far curve per sample of its minimal-attack cell (robench.curves.suite_curves)
+    curves: dict[tuple[str, str, str], list] = field(default_factory=dict)
 
     def headline(self, norm: str) -> float | None:
         eps = self.config.get("epsilons", {}).get(norm) or []
@@ -292,6 +295,7 @@ def compute(store: Store, suite: str) -> SuiteResults:
     )
     for r in rows:
         r.headline = res.headline(r.norm)
+    res.curves = suite_curves(store, [c for c in cells if c["source"] is None])
     return res
 
 

@@ -56,6 +56,7 @@ def cell_key(resolved: Resolved, c: dict[str, Any], model_keys: dict[str, str]) 
         "batch_size": a.batch_size or s.batch_size,
         # Only when set, so the keys of unbudgeted cells (every store before budgets) are unchanged.
         **({"budget": s.budget_for(a)} if s.budget_for(a) else {}),
+        **({"curves": True} if s.curves else {}),  # tracking can improve a result (its best-so-far is kept)
         # Content, not names: the bytes of files the attack or the dataset reads (only when there are any).
         **_file_digests(resolved, c["spec"].factory, resolved.attack_params[a.name]),
     })

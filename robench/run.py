@@ -179,7 +179,7 @@ class StoreSink:
             norm=c["norm"], eps=c["eps"], source=a.source, via_surrogate=via_surrogate, batch_size=a.batch_size or s.batch_size,
             positions=todo, clean_pred=[p for _, p, _ in stored], seed=s.seed, done_before=len(self.positions) - len(todo),
             sha256=[sha for _, _, sha in stored], labels=[lbl for lbl, _, _ in stored], needs=tuple(sorted(factory.needs)),
-            model_key=r.model_keys[m.name], budget=s.budget_for(a),
+            model_key=r.model_keys[m.name], budget=s.budget_for(a), curves=s.curves,
         )
         self._completed[key] = job.done_before
         if not self.interleaved:

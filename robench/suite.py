@@ -218,6 +218,7 @@ class Suite(_Strict):
     )
     noise: NoiseSpec | None = Field(None, description="also measure accuracy under Gaussian noise")
     budget: BudgetSpec | None = Field(None, description="passes per sample every attack may spend (an attack's own budget replaces it)")
+    curves: bool = Field(False, description="record best-so-far curves in every cell (docs/budgets.md); always on in a budgeted cell")
 
     @field_validator("epsilons")
     @classmethod
@@ -247,10 +248,12 @@ class Suite(_Strict):
     def content_hash(self) -> str:
         # the estimate, the deviations, the paper's values and the claims are notes on the suite, not part of what is measured
         dump = self.model_dump(mode="json", exclude={"estimate", "deviations", "paper", "claims"})
-        # An unset budget is left out, so suites written before budgets keep their hash.
+        # An unset budget (and curves off) is left out, so suites written before budgets keep their hash.
         for entry in [dump] + dump.get("attacks", []):
             if entry.get("budget") is None:
                 entry.pop("budget", None)
+        if not dump.get("curves"):
+            dump.pop("curves", None)
         return hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()[:16]
 
 

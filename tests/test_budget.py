@@ -48,13 +48,13 @@ def make_data(model: Model, n: int = 6) -> EvalData:
     return EvalData(INFO, x, y, list(range(n)), sha)
 
 
-def make_job(data: EvalData, model: Model, norm: Norm = Norm.L2, eps=None, budget=None) -> CellJob:
+def make_job(data: EvalData, model: Model, norm: Norm = Norm.L2, eps=None, budget=None, curves=True) -> CellJob:
     with torch.no_grad():
         pred = model.scores(data.x).argmax(1).tolist()
     n = len(data.x)
     return CellJob(key="k", label="toy", model="m", model_plugin="linear", attack="a", attack_plugin="a", norm=norm, eps=eps,
                    source=None, via_surrogate=False, batch_size=n, positions=list(range(n)), clean_pred=pred, seed=0,
-                   done_before=0, sha256=list(data.sha256), labels=data.y.tolist(), budget=budget)
+                   done_before=0, sha256=list(data.sha256), labels=data.y.tolist(), budget=budget, curves=curves)
 
 
 def run_cell(attack: type[Attack], model: Model, data: EvalData, **job_kw):

@@ -19,6 +19,7 @@ from typing import Iterable
 from .. import __version__
 from ..metrics import SuiteResults
 from .plots import PLOT_CAPTIONS, plots
+from .budgets import budget_table
 from .export import index_entries, rows_json, to_csv
 from .certified import certified_html
 from .tables import (
@@ -122,6 +123,10 @@ def suite_page(res: SuiteResults, figures: dict[str, Path]) -> str:
             body += _block(ranked)
         body.append(f"<h3>{_e(norm)}: per attack</h3>")
         body += _block(attack_table(res, norm)) + values_p
+        budgets = budget_table(res, norm)
+        if budgets is not None:  # attacks at equal cost, where the cells kept best-so-far curves
+            body.append(f'<h3 id="budget-{_e(norm)}">{_e(norm)}: attacks at equal cost</h3>')
+            body += _block(budgets)
     body += certified_html(res, _e, _block)  # exact minima and verified bounds, where they ran
     if figures:
         body.append('<h2 id="plots">Plots</h2>')

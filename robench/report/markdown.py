@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from ..metrics import SuiteResults
+from .budgets import budget_table
 from .certified import certified_markdown
 from .tables import (
     WARN, Cell, Table, attack_ranking_table, attack_table, clean_only_table, eps_text, models_table, noise_table, norms_of, per_attack_rows,
@@ -97,4 +98,7 @@ def _norm_section(res: SuiteResults, norm: str) -> list[str]:
     if recs:
         out += [md_text("Attack-reported figures: " + "; ".join(
             f"{r.model}/{r.attack}: " + ", ".join(f"{k} = {v:.4g}" for k, v in sorted(r.records.items())) for r in recs)), ""]
+    budgets = budget_table(res, norm)
+    if budgets is not None:  # attacks at equal cost, where the cells kept best-so-far curves
+        out += [f"### {md_text(norm)}: attacks at equal cost", ""] + _md_block(budgets)
     return out

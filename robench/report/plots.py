@@ -135,11 +135,48 @@ def plot_transfer(res: SuiteResults, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def plot_budget(res: SuiteResults, path: Path) -> Path | None:
+    """Per norm with best-so-far curves: robust accuracy at the headline eps and the median best norm
+    versus passes spent (forward + backward per sample, log axis), one line per model/attack (robench.report.budgets)."""
+    from .budgets import curve_groups, strength
+
+    norms = [n for n in NORM_ORDER if curve_groups(res, n)]
+    if not norms:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(norms), 2, figsize=(9, 3.4 * len(norms)), squeeze=False)
+    for (ax_ra, ax_n), norm in zip(axes, norms):
+        head = res.headline(norm)
+        groups = curve_groups(res, norm)
+        multi = len({m for m, _, _ in groups}) > 1
+        top = max((p[0] + p[1] for _, _, cs in groups for c in cs for p in c), default=1)
+        xs = [10 ** (k * math.log10(max(top, 10)) / 80) for k in range(81)]
+        for m, a, curves in groups:
+            at = [strength(curves, b, norm, head) for b in xs]
+            label = f"{m}/{a}" if multi else a
+            if head is not None:
+                ax_ra.plot(xs, [r for r, _ in at], label=label, drawstyle="steps-post")
+            ax_n.plot(xs, [v if math.isfinite(v) else math.nan for _, v in at], label=label, drawstyle="steps-post")
+        for ax in (ax_ra, ax_n):
+            ax.set_xscale("log")
+            ax.set_xlabel("passes per sample (forward + backward)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        ax_ra.set_ylim(0, 1.02)
+        ax_ra.set_ylabel(f"robust accuracy at eps {eps_text(head)}" if head is not None else "robust accuracy (no eps)")
+        ax_ra.set_title(f"{res.suite}: {norm}, robust accuracy vs passes")
+        ax_n.set_ylabel(f"median best {norm}")
+        ax_n.set_title(f"{norm}: median best norm vs passes")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def plots(res: SuiteResults, to: Path) -> dict[str, Path]:
     """Every plot of a suite as ``{kind: png path}`` (each with an SVG beside it)."""
     out = {}
     for kind, fn, name in (("eps", plot, f"{res.suite}.png"), ("cdf", plot_norm_cdf, f"{res.suite}-cdf.png"),
-                           ("transfer", plot_transfer, f"{res.suite}-transfer.png")):
+                           ("transfer", plot_transfer, f"{res.suite}-transfer.png"),
+                           ("budget", plot_budget, f"{res.suite}-budget.png")):
         p = fn(res, to / name)
         if p is not None:
             out[kind] = p
@@ -150,4 +187,5 @@ PLOT_CAPTIONS = {
     "eps": "robust accuracy vs eps (best of attacks, 95% bands)",
     "cdf": "norm of the smallest verified adversarial (CDF per attack)",
     "transfer": "transfer matrix (target accuracy)",
+    "budget": "robust accuracy and median best norm vs passes spent (best-so-far curves)",
 }
