@@ -36,6 +36,14 @@ class Context:
     registry: Any = field(default=None, repr=False)
     #: Per-sample certificates of the current batch (row -> (status, lower, upper)); use :meth:`certify`.
     certificates: dict[int, tuple[str, float | None, float | None]] = field(default_factory=dict)
+    #: Per-sample notes of the current batch (row -> text); use :meth:`note`.
+    notes: dict[int, str] = field(default_factory=dict)
+
+    def note(self, row: int, text: str) -> None:
+        """Keep a text with row ``row`` of the current batch (e.g. ``"broken by apgd-t"``), stored with its sample.
+
+        Table ``sample_notes``; the cell's records count the verified successes per note."""
+        self.notes[int(row)] = str(text)
 
     def certify(self, row: int, status: str, lower: float | None = None, upper: float | None = None) -> None:
         """Report a certificate for row ``row`` of the current batch, kept with its sample row

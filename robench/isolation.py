@@ -63,6 +63,8 @@ def encode_message(msg: tuple) -> bytes:
         payload = adv.tobytes()
         if cand.certificates is not None:
             head["certificates"] = [None if c is None else list(c) for c in cand.certificates]
+        if cand.notes is not None:
+            head["notes"] = list(cand.notes)
         if cand.curves is not None and cand.spent is not None:  # the wrapper's best-so-far (robench.budget)
             head["curves"] = [[list(p) for p in c] for c in cand.curves]
             head["spent"] = [list(p) for p in cand.spent]
@@ -103,6 +105,11 @@ def decode_message(raw: bytes, job: CellJob, sent: set[int]) -> dict:
     cand = Candidates(chunk, adv, float(counts[0]), float(counts[1]), float(counts[2]))
     if "certificates" in head:
         cand.certificates = _certificates(head["certificates"], len(chunk))
+    if "notes" in head:
+        notes = head["notes"]
+        if not isinstance(notes, list) or len(notes) != len(chunk) or not all(v is None or isinstance(v, str) for v in notes):
+            raise RobenchError("the cell's child process sent notes that are not one text (or null) per sample")
+        cand.notes = notes
     if "curves" in head or "spent" in head:
         cand.curves, cand.spent = _tracked(head.get("curves"), head.get("spent"), len(chunk))
         if best:  # kept candidates: verified by the parent like any returned one

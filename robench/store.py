@@ -21,7 +21,7 @@ from typing import Any, Iterable, Iterator
 
 from .errors import StoreError
 from .store_files import StoreLock, check_store_file  # noqa: F401  (the store's file checks, re-exported)
-from .store_schema import CERTIFICATES_DDL, SCHEMA, SCHEMA_VERSION  # noqa: F401  (re-exported)
+from .store_schema import CERTIFICATES_DDL, NOTES_DDL, SCHEMA, SCHEMA_VERSION  # noqa: F401  (re-exported)
 from .store_schema import COPY_TABLES as _COPY_TABLES
 
 
@@ -43,6 +43,8 @@ class SampleRow:
     seconds: float
     #: (status, lower, upper) a solver or verifier certified for this sample (robench.cell checks it); None: none
     certificate: tuple[str, float | None, float | None] | None = None
+    #: what the attack said about this sample (Context.note), e.g. "broken by apgd-t"; None: nothing
+    note: str | None = None
 
 
 
@@ -185,6 +187,8 @@ class Store:
     def set_cell_status(self, key: str, status: str, *, error: str | None = None, run_id: int | None = None,
                         records: dict | None = None) -> None:
         with self.transaction():
+            if records is not None:
+                records = self._with_note_counts(key, records)
             self.db.execute(
                 "UPDATE cells SET status=?, error=?, updated=?, run_id=COALESCE(?, run_id), records=COALESCE(?, records) WHERE key=?",
                 (status, error, time.time(), run_id, json.dumps(records, sort_keys=True) if records is not None else None, key),
@@ -223,6 +227,11 @@ class Store:
                 self.db.execute(CERTIFICATES_DDL)
                 self.db.executemany("INSERT OR REPLACE INTO certificates VALUES (?, ?, ?, ?, ?)",
                                     [(c, i, st, _nan_to_none(lo), _nan_to_none(up)) for c, i, st, lo, up in certs])
+            notes = [(cell, r.idx, r.note) for r in rows if getattr(r, "note", None)]
+            if notes:
+                self.db.execute(NOTES_DDL)
+                self.db.executemany("INSERT OR REPLACE INTO sample_notes VALUES (?, ?, ?)", notes)
+                records = self._with_note_counts(cell, records or {})
             if records:
                 self.db.execute("UPDATE cells SET records=?, updated=? WHERE key=?", (json.dumps(records, sort_keys=True), time.time(), cell))
 
@@ -232,6 +241,20 @@ class Store:
             return {}
         cur = self.db.execute("SELECT idx, status, lower, upper FROM certificates WHERE cell=? ORDER BY idx", (cell,))
         return {int(i): {"status": st, "lower": lo, "upper": up} for i, st, lo, up in cur}
+
+    def _with_note_counts(self, cell: str, records: dict) -> dict:
+        """``records`` plus, per note, the samples the harness verified as broken (all batches so far)."""
+        if self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='sample_notes'").fetchone() is None:
+            return records
+        return {**records, **{f"{note} (verified)": float(k) for note, k in self.db.execute(
+            "SELECT n.note, COUNT(*) FROM sample_notes n JOIN samples s ON s.cell = n.cell AND s.idx = n.idx "
+            "WHERE n.cell = ? AND s.success = 1 GROUP BY n.note", (cell,))}}
+
+    def notes(self, cell: str) -> dict[int, str]:
+        """idx -> the attack's note on that sample, for one cell ({} for a store or cell without notes)."""
+        if self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='sample_notes'").fetchone() is None:
+            return {}
+        return {int(i): n for i, n in self.db.execute("SELECT idx, note FROM sample_notes WHERE cell=? ORDER BY idx", (cell,))}
 
     def samples(self, cell: str) -> list[dict]:
         cur = self.db.execute("SELECT * FROM samples WHERE cell=? ORDER BY idx", (cell,))

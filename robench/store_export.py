@@ -36,9 +36,9 @@ AS_STORED = {"runs": "id", "cells": "rowid"}
 def _additive_ddl() -> dict[str, str]:
     """Tables a store gains at their first write (not in the base schema), by name: their DDL."""
     from .curves import DDL as CURVES_DDL
-    from .store import CERTIFICATES_DDL
+    from .store import CERTIFICATES_DDL, NOTES_DDL
 
-    return {"curves": CURVES_DDL, "certificates": CERTIFICATES_DDL}
+    return {"curves": CURVES_DDL, "certificates": CERTIFICATES_DDL, "sample_notes": NOTES_DDL}
 
 
 def is_export(path: Path) -> bool:

@@ -93,5 +93,13 @@ CERTIFICATES_DDL = """CREATE TABLE IF NOT EXISTS certificates (
     PRIMARY KEY (cell, idx)
 )"""
 
+#: Per-sample notes (Context.note), e.g. which AutoAttack component broke a sample. Additive, as certificates.
+NOTES_DDL = """CREATE TABLE IF NOT EXISTS sample_notes (
+    cell TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    note TEXT NOT NULL,
+    PRIMARY KEY (cell, idx)
+)"""
+
 #: The tables whose rows merge and the export copy (robench.merge, robench.store_export).
 COPY_TABLES = ("suites", "runs", "cells", "samples", "clean", "noise")

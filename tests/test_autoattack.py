@@ -83,3 +83,35 @@ def test_components_are_built_with_the_protocol_settings():
     assert (rand.eot_iter, rand.loss) == (20, "dlr")
     three = _component("apgd-t", net, p, 0.03, 3, 0, eot=False)
     assert three.n_target_classes == 2  # capped at classes - 1
+
+
+@pytest.mark.parametrize("isolate", ["none", "process"])
+def test_each_broken_sample_names_the_component_that_broke_it(tmp_path, isolate):
+    from robench.report.markdown import to_markdown
+    from robench.store import Store
+
+    doc = {
+        "name": "aa-notes", "dataset": {"name": "digits", "limit": 30}, "device": "cpu", "batch_size": 15,
+        "models": [{"name": "mlp", "plugin": "mlp", "params": {"epochs": 5}}],
+        "attacks": [{"name": "aa", "plugin": "autoattack", "params": {"norm": "Linf", **FAST}}],
+        "epsilons": {"Linf": [0.1]},
+    }
+    reg = get_registry()
+    summary = run_suite(resolve(Suite.model_validate(doc), reg), reg,
+                        RunOptions(out_dir=tmp_path / "out", data_dir=tmp_path, cache_dir=tmp_path / "cache", isolate=isolate))
+    assert summary.ok, summary.cells_failed
+    with Store(tmp_path / "out" / "results.sqlite", create=False) as st:
+        [cell] = [r[0] for r in st.db.execute("SELECT key FROM cells")]
+        notes = st.notes(cell)
+        samples = {s["idx"]: s for s in st.samples(cell)}
+    components = ("apgd-ce", "apgd-t", "fab-t", "square")
+    assert notes and set(notes.values()) <= {f"broken by {c}" for c in components}
+    broken = {i for i, s in samples.items() if s["success"] and s["clean_pred"] == s["label"]}
+    assert set(notes) == broken  # every verified break is attributed, and only those
+    [res] = load_results(tmp_path / "out")
+    rec = res.rows[0].records
+    for c in components:
+        assert rec.get(f"broken by {c} (verified)", 0) == sum(n == f"broken by {c}" for n in notes.values()) == rec.get(f"broken_by_{c}", 0)
+    md = to_markdown(res)
+    first = notes[min(notes)]
+    assert f"{first} (verified) = " in md  # shown with the cell's details in the leaderboard

@@ -21,7 +21,10 @@ numpy round trips make it slower than the torch-native port.
 
 Each cell records how many of the attacked samples each component broke first
 (``broken_by_<component>``, shown in the leaderboard's cell details), and how many were still
-robust at the end. The harness verifies every returned adversarial as for any attack.
+robust at the end. Each broken sample carries a note ``broken by <component>`` (``ctx.note``,
+table ``sample_notes``), so the attribution is kept per sample; the cell's records then also count
+``broken by <component> (verified)``: the samples the harness verified, per component.
+The harness verifies every returned adversarial as for any attack.
 """
 
 from __future__ import annotations
@@ -131,6 +134,8 @@ class AutoAttack(robench.Attack):
             out[hit] = adv[fooled]
             robust[hit] = False
             self.broken[name] += int(fooled.sum())
+            for i in hit.tolist():  # per sample, kept with its row; the cell counts the verified ones
+                ctx.note(i, f"broken by {name}")
             ctx.record(f"broken_by_{name}", self.broken[name])
         self.robust += int(robust.sum())
         ctx.record("attacked", self.attacked)
