@@ -74,8 +74,6 @@ class Candidates:
     certificates: list | None = None
     #: per row the attack's note (Context.note) or None; None: no notes
     notes: list | None = None
-    #: per row the attack's note (Context.note) or None; None: no notes
-    notes: list | None = None
 
 
 #: Statuses a certificate may carry (Context.certify); the harness adds "unverified" and "contradicted".
@@ -153,7 +151,6 @@ def attack_cell(job: CellJob, factory: type[Attack], params: Params, model: Mode
         counting.tracker = tracker
         ctx.certificates.clear()
         ctx.notes.clear()
-        ctx.notes.clear()
         if progress is not None:  # the attack's share of its batch, in samples
             ctx.progress = lambda done, total, n=len(pos): progress(n * min(max(done / total, 0.0), 1.0)) if total > 0 else None
         t0 = time.perf_counter()
@@ -174,10 +171,6 @@ def attack_cell(job: CellJob, factory: type[Attack], params: Params, model: Mode
         cand = Candidates(chunk, adv.detach().to("cpu", torch.float32), counting.forward_rows / n, counting.backward_rows / n,
                           seconds / n)
         cand.certificates = _certificates(ctx.certificates, n, who)
-        if ctx.notes:
-            if not all(isinstance(r, int) and 0 <= r < n for r in ctx.notes):
-                raise RobenchError(f"{who}: note() for a row outside the batch of {n}")
-            cand.notes = [ctx.notes.get(j) for j in range(n)]
         if ctx.notes:
             if not all(isinstance(r, int) and 0 <= r < n for r in ctx.notes):
                 raise RobenchError(f"{who}: note() for a row outside the batch of {n}")
@@ -248,9 +241,6 @@ def verify_candidates(job: CellJob, data: EvalData, cand: Candidates, model: Mod
     if cand.certificates is not None and len(cand.certificates) == len(rows):
         for j, row in enumerate(rows):
             row.certificate = checked_certificate(cand.certificates[j], row, float(verdict.norms[job.norm][j]))
-    if cand.notes is not None and len(cand.notes) == len(rows):
-        for j, row in enumerate(rows):
-            row.note = cand.notes[j]
     if cand.notes is not None and len(cand.notes) == len(rows):
         for j, row in enumerate(rows):
             row.note = cand.notes[j]
