@@ -44,6 +44,29 @@ class FileDelta(robench.Attack):
         return (x + d.clamp(-eps, eps)).clamp(0, 1)
 
 
+class MaskedParams(robench.Params):
+    mask: Path = Field(json_schema_extra={"robench_path": "suite"}, description="a .npy image multiplied into every input")
+
+
+class MaskedDigits(robench.Dataset):
+    Params = MaskedParams
+
+    def info(self):
+        return robench.DatasetInfo("masked-digits", (1, 8, 8), tuple(str(i) for i in range(10)))
+
+    def load(self, split, data_dir):
+        from sklearn.datasets import load_digits
+
+        b = load_digits()
+        x = torch.from_numpy(b.images.astype(np.float32) / 16.0).unsqueeze(1) * torch.from_numpy(np.load(self.params.mask))
+        return x, torch.from_numpy(b.target.astype(np.int64))
+
+
+@robench.hookimpl
+def robench_datasets():
+    return [robench.DatasetSpec("masked-digits", MaskedDigits, "digits times a mask read from a file")]
+
+
 @robench.hookimpl
 def robench_attacks():
     return [robench.AttackSpec("file-delta", FileDelta, "adds a perturbation read from a file")]
@@ -122,3 +145,23 @@ def test_the_cell_key_does_not_depend_on_where_the_suite_folder_lies(suite, tmp_
         (c,) = plan_cells(resolved, reg)
         keys.append(cell_key(resolved, c, {"lin": "k"}))
     assert keys[0] == keys[1]
+
+
+def test_dataset_paths_are_suite_paths_too(suite, tmp_path):
+    from robench.plan import cell_key, plan_cells
+
+    np.save(suite / "mask.npy", np.ones((1, 8, 8), dtype=np.float32))
+    text = (suite / "suite.yaml").read_text().replace("dataset: {name: digits, limit: 40}",
+                                                      "dataset: {name: masked-digits, limit: 40, params: {mask: mask.npy}}")
+    (suite / "masked.yaml").write_text(text)
+    reg = load_registry(("attack_path_plugin",))
+    resolved = load_suite(suite / "masked.yaml", reg)
+    assert resolved.dataset_params.mask == (suite / "mask.npy").resolve()
+    (c,) = plan_cells(resolved, reg)
+    before = cell_key(resolved, c, {"lin": "k"})
+    np.save(suite / "mask.npy", np.zeros((1, 8, 8), dtype=np.float32))
+    assert cell_key(load_suite(suite / "masked.yaml", reg), c, {"lin": "k"}) != before  # the file's bytes key the cell
+    (suite / "mask.npy").unlink()
+    res = CliRunner().invoke(app, ["validate", str(suite / "masked.yaml"), "--plugin", "attack_path_plugin"])
+    out = " ".join(res.output.split())
+    assert res.exit_code == 2 and "dataset.params.mask (line 3): file not found:" in out, res.output
