@@ -123,8 +123,9 @@ class BatchTracker:
     # -- best so far ------------------------------------------------------------------------
     def _observe(self, xq: torch.Tensor, out: torch.Tensor, live: torch.Tensor | None) -> None:
         # Cheap first: the scores say which rows are misclassified (nothing else is read for the others);
-        # then one pass each for the box and the norm, in float32 on the model's device. The tracked norms
-        # only rank candidates: the harness re-verifies (float64) whatever it keeps.
+        # then one pass for the norm, in float32 on the model's device, and the box check only for the rows
+        # that would improve (rare after the first few calls). The tracked norms only rank candidates: the
+        # harness re-verifies (float64) whatever it keeps.
         if self._all_done:
             return
         with torch.no_grad():
@@ -137,16 +138,15 @@ class BatchTracker:
                 cand &= live.to(dev)
             if not bool(cand.any()):
                 return
-            flat = xq.flatten(1)
-            lo, hi = flat.amin(1), flat.amax(1)  # NaN propagates: a NaN row fails both tests
-            norms = lp_norm(xq.float() - self.x.float(), self.norm)
-            if self.eps is not None:
-                good = cand & (lo >= 0) & (hi <= 1) & within_eps(norms, self.eps, self.norm)
-            else:
-                good = cand & (lo >= 0) & (hi <= 1) & (norms < self._best_dev)
-            if not bool(good.any()):
+            norms = lp_norm(xq.float() - self.x.float(), self.norm)  # a NaN row's norm is NaN: it fails both tests
+            fits = within_eps(norms, self.eps, self.norm) if self.eps is not None else norms < self._best_dev
+            idx_dev = torch.nonzero(cand & fits).flatten()
+            if not len(idx_dev):
                 return
-            idx_dev = torch.nonzero(good).flatten()
+            rows = xq[idx_dev].flatten(1)
+            idx_dev = idx_dev[(rows.amin(1) >= 0) & (rows.amax(1) <= 1)]
+            if not len(idx_dev):
+                return
             if self.best_x is None:
                 self.best_x = torch.full_like(self.x, float("nan"), dtype=torch.float32)
             self.best_x[idx_dev] = xq[idx_dev].float()

@@ -4,6 +4,7 @@ path is charged), curves survive merge, and the report's budget points and AUC (
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 
 import pytest
@@ -24,7 +25,7 @@ from robench.run import RunOptions, run_suite
 from robench.store import Store
 from robench.suite import load_suite
 
-from test_budget import INFO, Linear, RandomSearch, make_data, make_job
+from test_budget import D, INFO, Linear, RandomSearch, make_data, make_job
 
 PLUGINS = ("reliability_plugins", "budget_plugins")
 SUITE = """
@@ -170,3 +171,17 @@ def test_budget_points_and_auc_on_known_curves(runs, tmp_path):
     assert {"budgets-budget.png", "budgets-budget.svg"} <= names
     page = (tmp_path / "board" / "site" / "budgets.html").read_text()
     assert 'id="budget-L2"' in page and "79.8" in page
+
+
+def test_tracking_keeps_only_in_box_finite_rows():
+    x = torch.full((3, *INFO.input_shape), 0.5)
+    y = torch.zeros(3, dtype=torch.long)
+    t = BatchTracker(x, y, y, "L2", None, None)
+    q = x.clone()
+    q[0] += 0.1  # in the box: kept
+    q[1] += 0.7  # out of the box (1.2): not kept, though its norm is the smallest improvement
+    q[2, 0, 0, 0] = float("nan")
+    t.forward_call(q, torch.tensor([[0.0, 1.0]] * 3))  # every row misclassified
+    assert t.best[0] == pytest.approx(0.1 * D ** 0.5, rel=1e-5)
+    assert math.isinf(t.best[1]) and math.isinf(t.best[2])
+    assert [len(c) for c in t.curves] == [1, 0, 0]
