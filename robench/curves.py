@@ -87,23 +87,23 @@ def copy_curves(src: Store, dest: Store, cell: str, idxs: Iterable[int]) -> int:
     return len(data)
 
 
-def best_at(curve: list[list[float]], passes: float, *, backward: bool = False) -> float:
-    """The sample's best norm once it had spent ``passes`` forward (or backward) passes; inf if not yet broken."""
-    k = 1 if backward else 0
+def best_at(curve: list[list[float]], passes: float, *, backward: bool = False, total: bool = False) -> float:
+    """The sample's best norm once it had spent ``passes`` forward (or backward, or with ``total`` forward +
+    backward) passes; inf if not yet broken."""
     best = math.inf
-    for point in curve:
-        if point[k] > passes:
+    for f, b, v in curve:
+        if (f + b if total else b if backward else f) > passes:
             break
-        best = point[2]
+        best = v
     return best
 
 
 def strength_at(curves: Iterable[list[list[float]]], passes: float, norm: Norm | str, eps: float | None = None,
-                *, backward: bool = False) -> dict[str, float]:
+                *, backward: bool = False, total: bool = False) -> dict[str, float]:
     """Over samples (one curve each, unbroken ones empty): the median best ``norm`` after ``passes`` passes
     (inf while at most half are broken) and, with ``eps``, the fraction still robust at eps (no adversarial
     within eps yet, by the verifier's tolerance rule)."""
-    values = sorted(best_at(c, passes, backward=backward) for c in curves)
+    values = sorted(best_at(c, passes, backward=backward, total=total) for c in curves)
     if not values:
         return {"n": 0, "median_norm": math.nan, **({"robust": math.nan} if eps is not None else {})}
     mid = len(values) // 2

@@ -6,7 +6,7 @@ tracked: ``docs/budgets.md``), over the cell's samples (an already misclassified
 at 0 passes):
 
 * **robust accuracy at b passes**: the fraction of samples with no verified adversarial within the
-  headline eps after b passes (the verifier's tolerance rule, :func:`robench.verify.within_eps`);
+  headline eps after b passes (the verifier's tolerance rule; :func:`robench.curves.strength_at`);
 * **median best norm at b passes**: the median over samples of the best norm found after b passes
   (inf, shown as "–", while at most half are broken; a mean is inf as soon as one sample is unbroken);
 * **AUC**: the mean of the robust accuracy at the headline eps over the 13 budget points
@@ -18,38 +18,18 @@ from __future__ import annotations
 
 import math
 
-import torch
-
-from ..api import Norm
+from ..curves import strength_at
 from ..metrics import SuiteResults
-from ..verify import within_eps
 from .tables import Cell, Table, eps_text, pct
 
 BUDGET_POINTS = (100, 1000, 10000)
 AUC_POINTS = tuple(10 ** (1 + k / 4) for k in range(13))
 
 
-def best_after(curve: list[list[float]], passes: float) -> float:
-    """The best norm a sample's curve had reached after ``passes`` forward + backward passes (inf: none yet)."""
-    best = math.inf
-    for f, b, v in curve:
-        if f + b > passes:
-            break
-        best = v
-    return best
-
-
 def strength(curves: list[list[list[float]]], passes: float, norm: str, eps: float | None) -> tuple[float, float]:
-    """(robust accuracy at ``eps`` or NaN, median best norm) over samples after ``passes`` passes."""
-    values = sorted(best_after(c, passes) for c in curves)
-    if not values:
-        return math.nan, math.nan
-    mid = len(values) // 2
-    median = values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
-    if eps is None:
-        return math.nan, median
-    broken = within_eps(torch.tensor(values, dtype=torch.float64), eps, Norm(norm))
-    return float((~broken).double().mean()), median
+    """(robust accuracy at ``eps`` or NaN, median best norm) over samples after ``passes`` forward + backward passes."""
+    got = strength_at(curves, passes, norm, eps, total=True)
+    return got.get("robust", math.nan), got["median_norm"]
 
 
 def auc(curves: list[list[list[float]]], norm: str, eps: float | None) -> float:
@@ -93,4 +73,4 @@ def _nan_last(v: float) -> float:
     return math.inf if v != v else v
 
 
-__all__ = ["AUC_POINTS", "BUDGET_POINTS", "auc", "best_after", "budget_table", "curve_groups", "strength"]
+__all__ = ["AUC_POINTS", "BUDGET_POINTS", "auc", "budget_table", "curve_groups", "strength"]
