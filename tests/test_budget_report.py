@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from pathlib import Path
 
 import pytest
 import torch
@@ -185,3 +186,29 @@ def test_tracking_keeps_only_in_box_finite_rows():
     assert t.best[0] == pytest.approx(0.1 * D ** 0.5, rel=1e-5)
     assert math.isinf(t.best[1]) and math.isinf(t.best[2])
     assert [len(c) for c in t.curves] == [1, 0, 0]
+
+
+def test_cifar_l0_budget_suite_on_a_small_model(tmp_path):
+    """The shipped suite: the plain VGG entry of cifar_l0 (same weights), one budget for all; its attacks (but the
+    slow B&B) at its budget on the digits MLP: every attack ranked, the foolbox one at batch 10 tracked per sample."""
+    import yaml
+
+    from robench.suite import Suite
+
+    root = Path(__file__).resolve().parents[1] / "suites"
+    budget = yaml.safe_load((root / "cifar_l0_budget.yaml").read_text())
+    plain = yaml.safe_load((root / "cifar_l0.yaml").read_text())
+    assert budget["models"][0] == plain["models"][0] and budget["dataset"] == plain["dataset"]
+    assert Suite(**budget).budget == Suite(**plain, budget={"forward": 10000, "backward": 10000}).budget
+    small = dict(budget, name="l0_budget_small", dataset={"name": "digits", "split": "test", "limit": 4}, device="cpu",
+                 batch_size=4, models=[{"name": "mlp", "plugin": "mlp", "params": {"epochs": 2}}],
+                 attacks=[a for a in budget["attacks"] if a["name"] != "bb-l0"])
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(small))
+    reg = get_registry(())
+    resolved = load_suite(tmp_path / "s.yaml", reg)
+    assert run_suite(resolved, reg, RunOptions(out_dir=tmp_path / "out", data_dir=tmp_path, cache_dir=tmp_path / "cache")).ok
+    (res,) = load_results(tmp_path / "out" / "results.sqlite")
+    t = budget_table(res, "L0")
+    assert sorted(c[1].text for c in t.rows) == sorted(a["name"] for a in small["attacks"])
+    fmn = res.curves[("mlp", "fmn-l0", "L0")]
+    assert any(len(c) > 1 or (c and 0 < c[0][0] < 500) for c in fmn), fmn  # tracked per call, not one closing point
