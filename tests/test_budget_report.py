@@ -137,6 +137,12 @@ def test_curves_survive_merge(runs, tmp_path):
     merge_stores([tracked], tmp_path / "m.sqlite")
     with Store(tmp_path / "m.sqlite", create=False) as store:
         assert read_curves(store, key) == want
+    from robench.store_export import export_suite
+
+    with Store(tracked, create=False) as store:  # a published export carries them too
+        export_suite(store, "budgets", tmp_path / "export")
+    (from_store,), (from_export,) = load_results(tracked), load_results(tmp_path / "export")
+    assert from_export.curves == from_store.curves and from_store.curves
     merge_stores([plain], tmp_path / "p.sqlite")  # a source without curves merges as before
     with Store(tmp_path / "p.sqlite", create=False) as store:
         assert read_curves(store, walk_cell(plain)[0]) == {}
