@@ -140,13 +140,21 @@ def run_on_correct(model: Model, x: torch.Tensor, y: torch.Tensor, attack_fn, ct
             part = idx[s : s + step]
             if outer is not None:
                 ctx.progress = lambda d, t, s=s, k=len(part): outer(s + k * min(d / t, 1.0), len(idx)) if t > 0 else None
-            out[part] = attack_fn(x[part], y[part]).to(out)
+            with focus(model, part):  # the library's calls are for these samples (budgets, best so far)
+                out[part] = attack_fn(x[part], y[part]).to(out)
             if outer is not None:
                 outer(s + len(part), len(idx))
     finally:
         if ctx is not None:
             ctx.progress = outer
     return out
+
+
+def focus(model: Model, rows: torch.Tensor):
+    """Tell the harness's counting wrapper (when ``model`` is one and tracks this batch) that the calls
+    inside the block are for the batch samples ``rows``; a no-op for any other model."""
+    tracker = getattr(model, "tracker", None)
+    return tracker.focus(rows) if tracker is not None else contextlib.nullcontext()
 
 
 #: Model calls per sample an adapter makes outside its Oracle (the clean prediction in

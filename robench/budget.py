@@ -8,7 +8,10 @@ the shape almost every attack iterates with) is attributed row by row: row ``i``
 sample ``i``. The rows of any other call (a subset of the batch, or the batch repeated ``k`` times,
 restarts, a population) cannot be attributed without guessing, so such a call charges **every**
 sample ``ceil(n / B)`` passes, AttackBench's per-call rule (one call = one pass for all samples,
-``k`` passes for ``k`` copies). The rule is not adversary-proof: a call of ``n < B`` rows that
+``k`` passes for ``k`` copies). An adapter that hands a library a subset of the batch (the correctly
+classified samples, in chunks: :func:`robench.adapters.run_on_correct`) says which samples through
+:meth:`BatchTracker.focus`; its calls are then attributed (and charged) among those samples only.
+The rule is not adversary-proof: a call of ``n < B`` rows that
 all perturb one sample gives that sample ``n`` queries for one charged pass; the harness's reported
 forward/backward counts (rows actually computed) are unchanged by budgets and stay exact.
 
@@ -34,6 +37,7 @@ surrogate (its scores are not the real model's). The harness re-verifies the kep
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -87,13 +91,31 @@ class BatchTracker:
         self._done_dev = clean_wrong.to(x.device)  # bounded: first success found; minimal: norm 0 (cannot improve)
         self._best_dev = self.best.to(x.device, torch.float32)
         self._all_done = bool(clean_wrong.all())
+        self._rows: torch.Tensor | None = None  # focus(): the batch samples the calls are for (None: all)
+        self._rows_dev: torch.Tensor | None = None
+
+    @contextlib.contextmanager
+    def focus(self, rows: torch.Tensor):
+        """Within the block the attack's calls are for the batch samples ``rows`` only (an adapter that
+        hands a library a subset of the batch: the correctly classified samples, in chunks). A call of
+        ``len(rows)`` rows is attributed row by row to those samples; any other call charges only them."""
+        saved = self._rows, self._rows_dev
+        self._rows = rows.detach().cpu().long()
+        self._rows_dev = self._rows.to(self.x.device)
+        try:
+            yield
+        finally:
+            self._rows, self._rows_dev = saved
+
+    def _width(self) -> int:
+        return self.n if self._rows is None else len(self._rows)
 
     # -- the wrapper's hooks ----------------------------------------------------------------
     def forward_call(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Charge one ``scores`` call, blank what is past budget, update best-so-far; returns the scores the attack gets."""
         n = out.shape[0]
         live = self._charge(self.forward, n, self.budget.forward if self.budget else None)
-        if self.track and n == self.n:
+        if self.track and n == self._width():
             self._observe(x, out, live)
         if live is None:
             return out
@@ -107,16 +129,18 @@ class BatchTracker:
     def _charge(self, spent: torch.Tensor, n: int, limit: int | None) -> torch.Tensor | None:
         """Charge a call of ``n`` rows to ``spent`` (per sample, in place) under ``limit``; the (n,) mask
         of the rows answered within budget, or None when all are (the common case, no mask built)."""
-        if n == self.n:  # row i is sample i's pass
+        sel = slice(None) if self._rows is None else self._rows  # the samples the call is for
+        m = self._width()
+        if n == m:  # row i is the i-th focused sample's pass
             if limit is None:
-                spent += 1
+                spent[sel] += 1
                 return None
-            live = spent < limit
-            spent += live.long()
+            live = spent[sel] < limit
+            spent[sel] += live.long()
             return None if bool(live.all()) else live
-        k = -(-n // self.n) if self.n else 0  # unattributed: every sample pays ceil(n / B)
-        if limit is None or bool((spent + k <= limit).all()):
-            spent += k
+        k = -(-n // m) if m else 0  # unattributed: every focused sample pays ceil(n / m)
+        if limit is None or bool((spent[sel] + k <= limit).all()):
+            spent[sel] += k
             return None
         return torch.zeros(n, dtype=torch.bool)
 
@@ -128,34 +152,39 @@ class BatchTracker:
         # harness re-verifies (float64) whatever it keeps.
         if self._all_done:
             return
+        focus = self._rows_dev  # None: row i is batch sample i; else row i is sample focus[i]
         with torch.no_grad():
             xq = xq.detach()
-            if xq.shape != self.x.shape:
+            x_ref = self.x if focus is None else self.x[focus]
+            if xq.shape != x_ref.shape:
                 return
             dev = xq.device
-            cand = (out.detach().argmax(1) != self.y) & ~self._done_dev
+            y_ref, done, best = ((self.y, self._done_dev, self._best_dev) if focus is None
+                                 else (self.y[focus], self._done_dev[focus], self._best_dev[focus]))
+            cand = (out.detach().argmax(1) != y_ref) & ~done
             if live is not None:
                 cand &= live.to(dev)
             if not bool(cand.any()):
                 return
-            norms = lp_norm(xq.float() - self.x.float(), self.norm)  # a NaN row's norm is NaN: it fails both tests
-            fits = within_eps(norms, self.eps, self.norm) if self.eps is not None else norms < self._best_dev
-            idx_dev = torch.nonzero(cand & fits).flatten()
-            if not len(idx_dev):
+            norms = lp_norm(xq.float() - x_ref.float(), self.norm)  # a NaN row's norm is NaN: it fails both tests
+            fits = within_eps(norms, self.eps, self.norm) if self.eps is not None else norms < best
+            local = torch.nonzero(cand & fits).flatten()
+            if not len(local):
                 return
-            rows = xq[idx_dev].flatten(1)
-            idx_dev = idx_dev[(rows.amin(1) >= 0) & (rows.amax(1) <= 1)]
-            if not len(idx_dev):
+            rows = xq[local].flatten(1)
+            local = local[(rows.amin(1) >= 0) & (rows.amax(1) <= 1)]
+            if not len(local):
                 return
+            idx_dev = local if focus is None else focus[local]  # batch sample of each kept row
             if self.best_x is None:
                 self.best_x = torch.full_like(self.x, float("nan"), dtype=torch.float32)
-            self.best_x[idx_dev] = xq[idx_dev].float()
-            self._best_dev[idx_dev] = norms[idx_dev]
+            self.best_x[idx_dev] = xq[local].float()
+            self._best_dev[idx_dev] = norms[local]
             if self.eps is not None:
                 self._done_dev[idx_dev] = True
             else:
-                self._done_dev[idx_dev] |= norms[idx_dev] == 0
-            idx, vals = idx_dev.cpu(), norms[idx_dev].double().cpu()
+                self._done_dev[idx_dev] |= norms[local] == 0
+            idx, vals = idx_dev.cpu(), norms[local].double().cpu()
             self.best[idx] = vals
             for i, v in zip(idx.tolist(), vals.tolist()):
                 self.curves[i].append((int(self.forward[i]), int(self.backward[i]), float(v)))

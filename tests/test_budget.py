@@ -242,6 +242,54 @@ def test_unattributed_calls_charge_every_sample():
     assert t.forward.tolist() == [3] * 4 and t.blanked_rows == 2
 
 
+def test_focused_calls_are_attributed_to_their_samples():
+    x = 0.2 + 0.5 * torch.rand(4, *INFO.input_shape)  # inside the box after the 0.01 shift
+    y = torch.zeros(4, dtype=torch.long)
+    t = BatchTracker(x, y, y, Norm.L2, None, Budget(forward=5))
+    rows = torch.tensor([1, 3])
+    with t.focus(rows):
+        wrong = torch.tensor([[0.0, 1.0], [1.0, 0.0]])  # the first row (sample 1) is adversarial
+        t.forward_call(x[rows] + 0.01, wrong)
+        t.forward_call(torch.cat([x[rows], x[rows]]), torch.ones(4, 2))  # 2 copies: 2 passes for samples 1, 3 only
+    assert t.forward.tolist() == [0, 3, 0, 3]
+    assert math.isclose(t.best[1].item(), 0.01 * math.sqrt(D), rel_tol=1e-4) and math.isinf(t.best[3].item())
+    assert torch.allclose(t.best_x[1], x[1] + 0.01) and torch.isnan(t.best_x[0]).all()
+    assert t.forward_call(x, torch.ones(4, 2)) is not None and t.forward.tolist() == [1, 4, 1, 4]  # focus ended
+
+
+class ChunkedLibrary(Attack):
+    """Like a library adapter: run_on_correct hands the correctly classified samples over in chunks of 2;
+    each chunk queries the exact boundary projection of its own samples (one call of len(chunk) rows)."""
+
+    kind = "minimal"
+
+    def run(self, model, x, y, *, eps, ctx, source=None):
+        from robench.adapters import run_on_correct
+
+        def project(xc, yc):
+            xg = xc.clone().requires_grad_(True)
+            s = model.scores(xg)
+            margin = s.gather(1, yc[:, None]) - s.gather(1, (1 - yc)[:, None])
+            (g,) = torch.autograd.grad(margin.sum(), xg)
+            step = (margin.detach().flatten() / g.flatten(1).pow(2).sum(1) * 1.001).reshape(-1, 1, 1, 1)
+            adv = (xc - step * g).clamp(0, 1)
+            with torch.no_grad():
+                model.scores(adv)
+            return torch.full_like(xc, float("nan"))  # returns nothing: only the tracked best can succeed
+
+        return run_on_correct(model, x, y, project, ctx, chunk=2)
+
+
+def test_chunked_library_calls_are_tracked_per_sample():
+    model = Linear()
+    data = make_data(model, n=7)
+    rows = run_cell(ChunkedLibrary, model, data, budget={"forward": 100})
+    assert rows[0].success and rows[0].l2 == 0  # misclassified from the start
+    assert all(r.success for r in rows[1:])  # every attacked sample's own projection was tracked
+    # found at the sample's third pass: run_on_correct's prediction, then its own chunk's two calls (no other chunk's)
+    assert all(r.curve[-1][0] == 3 for r in rows[1:]), [r.curve for r in rows]
+
+
 def test_exposed_forward_methods_are_refused_under_a_budget():
     class Exposing(Linear):
         exposes = {"logits": "forward"}

@@ -196,7 +196,8 @@ def test_tracking_keeps_only_in_box_finite_rows():
 
 def test_cifar_l0_budget_suite_on_a_small_model(tmp_path):
     """The shipped suite: the plain VGG entry of cifar_l0 (same weights), one budget for all; its attacks (but the
-    slow B&B) at its budget on the digits MLP: every attack ranked, the foolbox one at batch 10 tracked per sample."""
+    slow B&B) at its budget on the digits MLP: every attack ranked; the foolbox one, whose adapter runs the library in
+    sub-batches of 10, tracked per sample in a batch of 12 (robench.adapters.focus)."""
     import yaml
 
     from robench.suite import Suite
@@ -206,8 +207,8 @@ def test_cifar_l0_budget_suite_on_a_small_model(tmp_path):
     plain = yaml.safe_load((root / "cifar_l0.yaml").read_text())
     assert budget["models"][0] == plain["models"][0] and budget["dataset"] == plain["dataset"]
     assert Suite(**budget).budget == Suite(**plain, budget={"forward": 10000, "backward": 10000}).budget
-    small = dict(budget, name="l0_budget_small", dataset={"name": "digits", "split": "test", "limit": 4}, device="cpu",
-                 batch_size=4, models=[{"name": "mlp", "plugin": "mlp", "params": {"epochs": 2}}],
+    small = dict(budget, name="l0_budget_small", dataset={"name": "digits", "split": "test", "limit": 12}, device="cpu",
+                 batch_size=12, models=[{"name": "mlp", "plugin": "mlp", "params": {"epochs": 2}}],
                  attacks=[a for a in budget["attacks"] if a["name"] != "bb-l0"])
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(small))
     reg = get_registry(())
