@@ -181,6 +181,7 @@ def _merge_one(dest: Store, path: Path, src: Store, report: MergeReport) -> None
                 report.samples_checked += 1
         dest.insert_rows("samples", new)
         copy_curves(src, dest, key, [r["idx"] for r in new])  # best-so-far curves (robench.curves) go with their rows
+        dest.copy_annotations(src, key, [r["idx"] for r in new])  # and so do certificates and notes
         report.samples_new += len(new)
     if conflicts:
         raise MergeConflict(f"{path}: {len(conflicts)} sample(s) differ from the destination's (values: this store vs destination):\n  "

@@ -235,6 +235,20 @@ class Store:
             if records:
                 self.db.execute("UPDATE cells SET records=?, updated=? WHERE key=?", (json.dumps(records, sort_keys=True), time.time(), cell))
 
+    def copy_annotations(self, src: Store, cell: str, idxs: Iterable[int]) -> int:
+        """Copy the certificates and notes of ``cell``'s samples ``idxs`` from ``src`` (``robench merge``, with
+        their rows, inside its transaction); returns how many were copied."""
+        wanted = set(idxs)
+        certs = [(cell, i, c["status"], c["lower"], c["upper"]) for i, c in src.certificates(cell).items() if i in wanted]
+        if certs:
+            self.db.execute(CERTIFICATES_DDL)
+            self.db.executemany("INSERT OR REPLACE INTO certificates VALUES (?, ?, ?, ?, ?)", certs)
+        notes = [(cell, i, text) for i, text in src.notes(cell).items() if i in wanted]
+        if notes:
+            self.db.execute(NOTES_DDL)
+            self.db.executemany("INSERT OR REPLACE INTO sample_notes VALUES (?, ?, ?)", notes)
+        return len(certs) + len(notes)
+
     def certificates(self, cell: str) -> dict[int, dict]:
         """idx -> {status, lower, upper} for one cell ({} for a store or cell without certificates)."""
         if self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='certificates'").fetchone() is None:

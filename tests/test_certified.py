@@ -181,6 +181,13 @@ def test_a_third_party_network_gets_ratios_and_a_verified_bracket(tmp_path, isol
 
     for page in (to_markdown(res), suite_page(res, {})):
         assert "robust accuracy at eps 0.05: between" in page and "attacks against the exact minimum" in page
+    # robench merge carries the certificates with their rows: the merged store gives the same sections
+    from robench.merge import merge_stores
+
+    merge_stores([tmp_path / "run" / "results.sqlite"], tmp_path / "merged.sqlite")
+    with Store(tmp_path / "merged.sqlite", create=False) as store:
+        merged = compute(store, "certified-e2e")
+    assert merged.certified == res.certified
 
 
 def test_verified_bound_never_above_attacked_on_a_trained_mlp():
