@@ -403,6 +403,26 @@ def test_parameters_without_effect_are_warned_about_with_their_line(registry):
     assert not any("init_range" in loc for loc, _ in load_suite("s.yaml", registry, text=text2).warnings)
 
 
+def test_recipe_defaults_are_not_reported_as_settings(registry):
+    """The cnn plugin's per-architecture recipe fills momentum (with the onecycle schedule) and more: values
+    the suite did not write are not "has no effect" warnings; the same value written explicitly is."""
+    import robench_plugins.cnn as cnn
+
+    base = """name: s
+dataset: {name: cifar10, split: test, limit: 2}
+models:
+  - {name: vgg, plugin: cnn, params: {arch: vgg, width: 8%s}}
+attacks:
+  - {name: fgsm, plugin: fgsm}
+epsilons: {Linf: [0.01]}
+"""
+    assert cnn.ARCH_DEFAULTS["vgg"]["schedule"] == "onecycle" and "momentum" in cnn.ARCH_DEFAULTS["vgg"]
+    assert load_suite("s.yaml", registry, text=base % "").warnings == []
+    got = dict(load_suite("s.yaml", registry, text=base % ", momentum: 0.9").warnings)
+    assert "cycles the momentum itself" in got["models[0].params.momentum (line 4)"]
+    assert cnn.CNNParams(arch="vgg").model_dump() == cnn.CNNParams(**cnn.ARCH_DEFAULTS["vgg"], arch="vgg").model_dump()
+
+
 def test_validate_cli_prints_warnings_and_exits_0(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(GOOD.replace("hidden: 8, epochs: 1", "hidden: 8, epochs: 1, lr_decay: 0.5"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 import robench
 from robench.training import TrainParams, train_classifier
@@ -52,14 +52,20 @@ class CNNParams(TrainParams):
     width: int = Field(64, ge=4, description="vgg only: channels of the first stage (then 2x, 4x)")
     channels_last: bool = Field(False, description="use channels-last memory format (often faster for conv nets on CPU)")
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _arch_recipe(cls, data: Any) -> Any:
+    def _arch_recipe(cls, data: Any, handler: Any) -> Any:
+        given = set(data) if isinstance(data, dict) else None
         if isinstance(data, dict):
             arch = data.get("arch", "small")
             if isinstance(arch, str) and arch in ARCH_DEFAULTS:
                 data = {**ARCH_DEFAULTS[arch], **data}
-        return data
+        out = handler(data)
+        if given is not None and isinstance(out, BaseModel):
+            # the recipe's values are defaults, not settings the suite chose: validate's "has no effect"
+            # warnings are about what the suite sets (the values, and so the model key, are unchanged)
+            object.__setattr__(out, "__pydantic_fields_set__", out.model_fields_set & given)
+        return out
 
 
 class CNN(robench.TorchModel):
