@@ -93,19 +93,21 @@ class BatchTracker:
         self._all_done = bool(clean_wrong.all())
         self._rows: torch.Tensor | None = None  # focus(): the batch samples the calls are for (None: all)
         self._rows_dev: torch.Tensor | None = None
+        self._ref: tuple[torch.Tensor, torch.Tensor] = (self.x, self.y)  # inputs and labels of those samples
 
     @contextlib.contextmanager
     def focus(self, rows: torch.Tensor):
         """Within the block the attack's calls are for the batch samples ``rows`` only (an adapter that
         hands a library a subset of the batch: the correctly classified samples, in chunks). A call of
         ``len(rows)`` rows is attributed row by row to those samples; any other call charges only them."""
-        saved = self._rows, self._rows_dev
+        saved = self._rows, self._rows_dev, self._ref
         self._rows = rows.detach().cpu().long()
         self._rows_dev = self._rows.to(self.x.device)
+        self._ref = (self.x[self._rows_dev], self.y[self._rows_dev])  # once per block, not once per model call
         try:
             yield
         finally:
-            self._rows, self._rows_dev = saved
+            self._rows, self._rows_dev, self._ref = saved
 
     def _width(self) -> int:
         return self.n if self._rows is None else len(self._rows)
@@ -155,12 +157,11 @@ class BatchTracker:
         focus = self._rows_dev  # None: row i is batch sample i; else row i is sample focus[i]
         with torch.no_grad():
             xq = xq.detach()
-            x_ref = self.x if focus is None else self.x[focus]
+            x_ref, y_ref = self._ref
             if xq.shape != x_ref.shape:
                 return
             dev = xq.device
-            y_ref, done, best = ((self.y, self._done_dev, self._best_dev) if focus is None
-                                 else (self.y[focus], self._done_dev[focus], self._best_dev[focus]))
+            done, best = (self._done_dev, self._best_dev) if focus is None else (self._done_dev[focus], self._best_dev[focus])
             cand = (out.detach().argmax(1) != y_ref) & ~done
             if live is not None:
                 cand &= live.to(dev)
