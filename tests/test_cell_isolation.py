@@ -274,6 +274,20 @@ def test_weights_need_is_recorded_with_the_cell_and_shown_in_the_leaderboard(tmp
     assert rows[0]["needs"] == ["decisions", "weights"]
 
 
+def _hang_report(pgid: int) -> str:
+    """The processes of a hung run and, where py-spy is installed, the Python stack of each."""
+    import shutil
+
+    ps = subprocess.run(["ps", "-o", "pid,ppid,stat,wchan:20,etime,cmd", "-g", str(pgid)], capture_output=True, text=True).stdout
+    report = [ps]
+    spy = shutil.which("py-spy") or (str(Path(sys.executable).with_name("py-spy")) if Path(sys.executable).with_name("py-spy").exists() else None)
+    for line in ps.strip().splitlines()[1:] if spy else []:
+        pid = line.split()[0]
+        dump = subprocess.run([spy, "dump", "--pid", pid], capture_output=True, text=True, timeout=30)
+        report.append(f"py-spy dump {pid}:\n{dump.stdout}{dump.stderr}")
+    return "\n".join(report)
+
+
 def test_ctrl_c_with_process_isolation_stops_the_run_and_its_child(clean_run, tmp_path, monkeypatch):
     import os
     import signal
@@ -293,7 +307,13 @@ def test_ctrl_c_with_process_isolation_stops_the_run_and_its_child(clean_run, tm
         time.sleep(0.2)
     assert flag.exists(), f"no batch started (data dir {data})"
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C on a terminal does: the whole foreground group
-    out, err = proc.communicate(timeout=60)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # say where it hangs (it did once, under load in CI, and never since)
+        state = _hang_report(proc.pid)
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"the run did not exit within 60 s of SIGINT\n{state}\nstderr:\n{err[-3000:]}") from None
     assert proc.returncode == 130, err
     assert "interrupted" in err
     gone = time.time() + 15  # the cell's child (and multiprocessing's resource tracker) exit with the run
