@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .api import Context, Norm, Params, construct
+from .eps import Eps, distinct_eps, eps_limits, parse_eps, parse_norm_eps  # noqa: F401  (robench.suite.parse_eps, as before)
 from .errors import SuiteError
 from .plugins import Registry
 from .suite_paper import Claim, PaperValue, paper_problems
@@ -33,66 +33,6 @@ NAME_MAX = 100
 SEED_MAX = 2**32 - 1
 #: Samples per attack call: more than a million in one call is a typo (and would not fit memory).
 BATCH_MAX = 10**6
-
-
-# -- eps values ------------------------------------------------------------------------------
-
-_FRACTION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*/\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*$")
-
-
-def parse_eps(value: Any) -> float:
-    """An eps as written by a user: a number (``0.03``, ``1e-3``) or a fraction ``a/b`` (``8/255``).
-
-    Returns a finite float >= 0; raises ValueError with a one-line reason otherwise. Used for the
-    suite's ``epsilons`` and ``headline`` and by command-line options that take an eps.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"an eps is a number or a fraction like 8/255, not {value!r}")
-    if isinstance(value, (int, float)):
-        eps = float(value)
-    elif isinstance(value, str):
-        m = _FRACTION.match(value)
-        if m:
-            num, den = float(m.group(1)), float(m.group(2))
-            if den == 0:
-                raise ValueError(f"eps {value!r} divides by zero")
-            eps = num / den
-        else:
-            try:
-                eps = float(value.strip())
-            except ValueError:
-                raise ValueError(f"an eps is a number or a fraction like 8/255, not {value!r}") from None
-    else:
-        raise ValueError(f"an eps is a number or a fraction like 8/255, not {type(value).__name__}")
-    if not math.isfinite(eps):
-        raise ValueError(f"eps must be a finite number, got {value!r}")
-    if eps < 0:
-        raise ValueError(f"eps must be >= 0, got {value!r}")
-    return eps
-
-
-def parse_norm_eps(text: str) -> tuple[Norm, list[float]]:
-    """``"Linf=8/255"`` or ``"L2=0.5,1.0"`` -> (Norm.Linf, [0.0313...]); ValueError when malformed."""
-    norm_text, sep, values = text.partition("=")
-    if not sep or not values.strip():
-        raise ValueError(f"expected NORM=EPS[,EPS...] (e.g. Linf=8/255), got {text!r}")
-    try:
-        norm = Norm(norm_text.strip())
-    except ValueError:
-        raise ValueError(f"unknown norm {norm_text.strip()!r}; norms are {[str(n) for n in Norm]}") from None
-    return norm, [parse_eps(v) for v in values.split(",")]
-
-
-def _distinct_eps(values: list[float]) -> list[float]:
-    seen: set[float] = set()
-    for e in values:
-        if e in seen:
-            raise ValueError(f"eps {e:g} is listed twice; each eps is one column of the leaderboard")
-        seen.add(e)
-    return sorted(values)
-
-
-Eps = Annotated[float, BeforeValidator(parse_eps)]
 
 
 class _Strict(BaseModel):
@@ -210,7 +150,7 @@ class Suite(_Strict):
     batch_size: int = Field(100, ge=1, le=BATCH_MAX, description="samples per attack call; also the unit of resume")
     models: list[ModelEntry] = Field(min_length=1)
     attacks: list[AttackEntry] = Field(default_factory=list)
-    epsilons: dict[Norm, Annotated[list[Eps], AfterValidator(_distinct_eps)]] = Field(
+    epsilons: dict[Norm, Annotated[list[Eps], AfterValidator(distinct_eps)]] = Field(
         default_factory=dict, description="thresholds per norm at which robust accuracy is reported (a number or a fraction such as 8/255)"
     )
     headline: dict[Norm, Eps] = Field(
@@ -304,14 +244,6 @@ def load_suite(path: str | Path, registry: Registry, *, text: str | None = None,
         cross_ref_problems(data, lines, problems)
         raise SuiteError(path, problems) from None
     return resolve(suite, registry, path, lines, data_dir=data_dir)
-
-
-def eps_limits(input_shape: tuple[int, ...]) -> dict[Norm, float]:
-    """The largest eps per norm that can still matter for inputs in the [0, 1] box of this shape:
-    Linf 1, L2 sqrt(numel), L1 numel, L0 the number of pixels (L0 counts pixels, not channels)."""
-    numel = math.prod(input_shape)
-    pixels = math.prod(input_shape[1:]) if len(input_shape) >= 2 else numel
-    return {Norm.Linf: 1.0, Norm.L2: math.sqrt(numel), Norm.L1: float(numel), Norm.L0: float(pixels)}
 
 
 def read_indices(file: Path) -> list[int]:

@@ -21,25 +21,17 @@ Every name and eps must be the suite's: anything else is a located validation er
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .eps import Eps
 from .suite_text import line_note
 
 #: What a cell's number is: accuracies in % (as the papers print them), norms as they are.
 Metric = Literal["robust", "clean", "mean_norm", "median_norm"]
 ACCURACIES = ("robust", "clean")
 BEST = "best"  # the per-sample best of every attack of a norm (robench.metrics.BEST)
-
-
-def _eps(value: Any) -> float:
-    from .suite import parse_eps  # suite imports this module
-
-    return parse_eps(value)
-
-
-Eps = Annotated[float, BeforeValidator(_eps)]
 
 
 class _Strict(BaseModel):
