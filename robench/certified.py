@@ -25,6 +25,7 @@ import torch
 
 from .api import Norm
 from .store import Store
+from .store_schema import NORM_COLUMN
 from .verify import within_eps
 
 SOLVER_STATUSES = frozenset({"optimal", "bracket", "robust", "failed", "unverified", "contradicted"})
@@ -49,8 +50,6 @@ def compute(store: Store, cells: list[dict], samples_by_cell: dict[str, list[dic
     """{"solver": [...], "verified": [...], "warnings": [...]} for the leaderboard (empty lists: none ran).
 
     ``best_ra``: (model, norm) -> {eps: attacked robust accuracy of the best over attacks}."""
-    from .metrics import NORM_COLUMN
-
     out: dict[str, Any] = {"solver": [], "verified": [], "warnings": []}
     certs = {c["key"]: store.certificates(c["key"]) for c in cells}
     for c in cells:

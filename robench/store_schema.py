@@ -5,7 +5,12 @@ reads as empty); anything else raises :data:`SCHEMA_VERSION`, and :class:`robenc
 a store of another version.
 """
 
+from .api import Norm
+
 SCHEMA_VERSION = 1
+
+#: The ``samples`` column that holds each norm of a verified adversarial.
+NORM_COLUMN = {Norm.L0: "l0", Norm.L1: "l1", Norm.L2: "l2", Norm.Linf: "linf"}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
