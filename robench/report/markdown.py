@@ -2,37 +2,15 @@
 
 from __future__ import annotations
 
-import re
-
 from ..metrics import SuiteResults
 from .budgets import budget_table
 from .certified import certified_markdown
+from .markdown_blocks import deviations_block, md_table, md_text  # noqa: F401  (robench.report.markdown.md_text, as before)
+from .reproduction import paper_lines
 from .tables import (
-    WARN, Cell, Table, attack_ranking_table, attack_table, clean_only_table, eps_text, models_table, noise_table, norms_of, per_attack_rows,
+    WARN, Table, attack_ranking_table, attack_table, clean_only_table, eps_text, models_table, noise_table, norms_of, per_attack_rows,
     provenance_lines, ranking_table, summary_lines, transfer_table, values_note,
 )
-
-
-_TAG = re.compile(r"<(?=[A-Za-z/!?])")  # what opens raw HTML (a tag, comment, declaration) or an autolink
-_ENTITY = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
-
-
-def md_text(s: object) -> str:
-    """Text from a suite, a store or an error, made inert in markdown as :func:`html.escape` makes it
-    in HTML: no raw HTML or autolink (``<`` before a letter, ``/``, ``!``, ``?``), no entity, no inline
-    link or image (``](``), no reference definition (``]:``). Plain text such as ``C&W``, ``a <-> b``,
-    ``[95% interval]`` or ``**bold**`` is left as written (emphasis is harmless)."""
-    s = _TAG.sub("&lt;", _ENTITY.sub("&amp;", str(s)))
-    return s.replace("](", "]\\(").replace("]:", "]\\:")
-
-
-def md_table(t: Table) -> list[str]:
-    def esc(s: str) -> str:
-        return md_text(s).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
-
-    out = ["| " + " | ".join(esc(h) for h in t.headers) + " |", "|" + "---|" * len(t.headers)]
-    out += ["| " + " | ".join(esc(c.text) for c in row) + " |" for row in t.rows]
-    return out
 
 
 def to_markdown(res: SuiteResults, norms: list[str] | None = None) -> str:
@@ -57,8 +35,6 @@ def to_markdown(res: SuiteResults, norms: list[str] | None = None) -> str:
         models = models_table(res)
         if models is not None:
             lines += ["## Models", ""] + _md_block(models)
-        from .reproduction import paper_lines  # it imports this module: not at the top
-
         lines += paper_lines(res)  # the paper's numbers beside ours and the claims' verdicts, where the suite has them
     lines += deviations_block(cfg)
     if res.warnings:
@@ -67,15 +43,6 @@ def to_markdown(res: SuiteResults, norms: list[str] | None = None) -> str:
     for p in provenance_lines(res):
         lines += [f"<sub>{md_text(p)}</sub>", ""]
     return "\n".join(lines).rstrip() + "\n"
-
-
-def deviations_block(cfg: dict) -> list[str]:
-    """The suite's ``deviations:`` from its paper's protocol, as a markdown section (none: no lines)."""
-    devs = [d for d in cfg.get("deviations") or [] if isinstance(d, dict)]
-    if not devs:
-        return []
-    t = Table("deviations", ["what", "paper", "ours", "why"], [[Cell(str(d.get(k, ""))) for k in ("what", "paper", "ours", "why")] for d in devs])
-    return ["## Deviations from the paper", ""] + md_table(t) + [""]
 
 
 def _md_block(t: Table) -> list[str]:
