@@ -40,6 +40,7 @@ from .errors import (  # noqa: E402
     UserInputError,
 )
 from . import norms  # noqa: E402  (robench.norms.lp_norm, per_sample, ...)
+from . import plugins as _plugins  # noqa: E402, F401  (a Context made outside a run finds the installed plugins through it)
 
 #: The public modules besides this package: what a plugin or script may import from robench. Every
 #: other module is internal (it may change without notice); tests/test_plugin_surface.py holds the

@@ -14,6 +14,14 @@ if TYPE_CHECKING:
     from .api import Attack, Dataset, Params
 
 
+def installed_registry() -> Any:
+    """The installed plugins (``robench.plugins.get_registry()``), for a :class:`Context` made outside
+    a run. robench.plugins replaces this function when it is imported, and the ``robench`` package
+    imports robench.plugins, so this module need not import the registry: the registry is made of the
+    spec classes of robench.api, which re-exports :class:`Context`, and that import would close a loop."""
+    raise RuntimeError("robench.plugins is not imported: import robench first")
+
+
 @dataclass
 class Context:
     """Run-time facts the harness hands to plugins: where to compute, how to seed, how to report."""
@@ -69,11 +77,8 @@ class Context:
         registry = self.registry
         if registry is None:
             # Outside a run (a script or a test building a wrapper with a bare Context()): the
-            # installed plugins. Imported here, not at the top: the registry is made of the specs in
-            # robench.api, which names Context, so this one lazy import closes the only loop.
-            from .plugins import get_registry
-
-            registry = get_registry()
+            # installed plugins, through the function robench.plugins installs below.
+            registry = installed_registry()
         factory = registry.get(kind, name).factory
         return construct(factory, factory.Params(**(params or {})), self)
 

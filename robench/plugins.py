@@ -10,7 +10,7 @@ from typing import Iterable
 
 import pluggy
 
-from . import hookspecs
+from . import context, hookspecs
 from .api import AttackSpec, DatasetSpec, ModelSpec, PluginSpec
 from .errors import PluginError
 
@@ -131,6 +131,14 @@ def get_registry(extra_modules: Iterable[str] = ()) -> Registry:
     if key not in _cache:
         _cache[key] = load_registry(key)
     return _cache[key]
+
+
+def _installed_registry() -> Registry:
+    """What a Context made outside a run builds plugins from: the installed plugins."""
+    return get_registry()
+
+
+context.installed_registry = _installed_registry
 
 
 def plugin_version(spec: PluginSpec) -> str:
