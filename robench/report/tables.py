@@ -1,19 +1,19 @@
 """Results to tables, as data: every leaderboard table is built once here as a :class:`Table` of
 :class:`Cell` (display text + raw value) and then rendered as markdown (:mod:`robench.report.markdown`)
 or sortable HTML (:mod:`robench.report.html`), so both show the same numbers: the JSON's numbers
-rounded for display. Also the provenance lines (the JSON and CSV exports and a published folder's index:
-:mod:`robench.report.export`). Pure: reads no store and writes no file except what it is given.
+rounded for display. The JSON and CSV exports are :mod:`robench.report.export`; the provenance lines under a
+leaderboard and the model cards, :mod:`robench.report.provenance`. Pure: reads no store and writes no file except what it is given.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..metrics import BEST, Row, SuiteResults, wilson
+from .provenance import model_cards, provenance, provenance_lines  # noqa: F401  (robench.report.tables.provenance_lines, as before)
 
 NORM_ORDER = ["L0", "L1", "L2", "Linf"]
 WARN = "⚠"
@@ -327,17 +327,6 @@ def models_table(res: SuiteResults) -> Table | None:
     return table
 
 
-def model_cards(res: SuiteResults) -> dict[str, dict[str, Any]]:
-    """Per model, the card the last run that loaded it recorded in its provenance (``"models"``:
-    key, weights_sha256, weights_origin, train_seconds, description); models no run recorded are absent."""
-    cards: dict[str, dict[str, Any]] = {}
-    for run in res.runs:  # in run order: a later run's card replaces an earlier one
-        recorded = (run.get("provenance") or {}).get("models")
-        if isinstance(recorded, dict):
-            cards.update({k: v for k, v in recorded.items() if isinstance(v, dict)})
-    return cards
-
-
 def train_time_text(seconds: float) -> str:
     """A training time for people: 0.4 s, 42 s, 3.5 min, 1.2 h."""
     if seconds < 10:
@@ -394,31 +383,3 @@ def summary_lines(res: SuiteResults) -> list[str]:
         f"*Strongest attack* = the single attack with the lowest robust accuracy (every one of them on a tie). "
         f"Costs (passes, s/sample) are per sample attacked: over the correctly classified samples. {WARN} = see the warnings below.",
     ]
-
-
-def provenance(res: SuiteResults) -> dict[str, Any]:
-    """What produced these numbers: versions, device, seed, suite hash, samples digest, date (last run)."""
-    if not res.runs:
-        return {}
-    last = res.runs[-1]
-    p = last["provenance"]
-    return {
-        "versions": p.get("versions", {}), "device": p.get("device"), "seed": p.get("seed"),
-        "suite_hash": p.get("suite_hash"), "samples_digest": res.sample_digest, "git_commit": p.get("git_commit"),
-        "date": p.get("date") or time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["started"])),
-        "runs": len(res.runs), "plugins": p.get("plugins", {}), "platform": p.get("platform"),
-    }
-
-
-def provenance_lines(res: SuiteResults) -> list[str]:
-    p = provenance(res)
-    if not p:
-        return []
-    v = p["versions"]
-    out = [f"robench {v.get('robench')} · torch {v.get('torch')} · numpy {v.get('numpy')} · python {v.get('python')}"
-           + "".join(f" · {k} {v[k]}" for k in ("foolbox", "adversarial-robustness-toolbox", "tensorflow", "larq") if k in v)
-           + f" · device {p['device']} · seed {p['seed']} · suite hash {p['suite_hash']}"
-           + f" · samples digest {p['samples_digest']} · git {str(p['git_commit'])[:10]} · {p['runs']} run(s), last {p['date']}"]
-    if p["plugins"]:
-        out.append("plugins: " + ", ".join(f"{k} ({val})" for k, val in sorted(p["plugins"].items())))
-    return out
