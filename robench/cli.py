@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.text import Text
 
 from . import __version__
+from .data_commands import DataDirOpt, register_cli as _register_data
 from .errors import RobenchError
 from .progress import LineReporter, RichReporter
 from .terminal import HiddenWarnings, quiet_library_warnings
@@ -28,15 +29,11 @@ app = typer.Typer(
     # print flags as <bool> and keep the docstrings' hard line breaks; click rewraps paragraphs to the terminal.
     rich_markup_mode=None,
 )
-data_app = typer.Typer(help="Manage local dataset files (robench never downloads at run time).", no_args_is_help=True,
-                       rich_markup_mode=None)
-app.add_typer(data_app, name="data")
 
 console = Console()
 err_console = Console(stderr=True)
 
 PluginOpt = typer.Option(None, "--plugin", "-p", metavar="MODULE", help="Import this module as an extra plugin (repeatable), e.g. my_pkg.robench_plugin")
-DataDirOpt = typer.Option(None, "--data-dir", help="Folder with dataset files [default: $ROBENCH_DATA, else ~/.cache/robench/data]")
 
 
 def _registry(plugins: Optional[List[str]]):
@@ -323,32 +320,7 @@ def diff(
         raise typer.Exit(1)
 
 
-@data_app.command("import")
-def data_import(
-    file: Path = typer.Argument(..., help="A dataset file, e.g. cifar10.npz, mnist.npz or cifar-10-python.tar.gz"),
-    data_dir: Optional[Path] = DataDirOpt,
-) -> None:
-    """Copy a dataset file into the data folder."""
-    from .data import import_file, resolve_data_dir
-
-    try:
-        dest = import_file(file, resolve_data_dir(data_dir))
-    except RobenchError as exc:
-        _fail(exc)
-    console.print(f"imported {file} -> {dest}", markup=False, soft_wrap=True)
-
-
-@data_app.command("where")
-def data_where(data_dir: Optional[Path] = DataDirOpt) -> None:
-    """Print the data folder robench reads, and what is in it."""
-    from .data import resolve_data_dir
-
-    d = resolve_data_dir(data_dir)
-    console.print(str(d), markup=False, soft_wrap=True)
-    if d.is_dir():
-        for p in sorted(d.iterdir()):
-            console.print(f"  {p.name}", markup=False, soft_wrap=True)
-
+_register_data(app, _fail)  # robench data import | where
 
 from .evaluation import register_cli as _register_evaluate  # noqa: E402  (robench evaluate lives with robench.evaluate)
 
