@@ -270,13 +270,15 @@ def _instance(claim: Claim, left: Number | None, right: Number | None, eps: floa
     if claim.op in (">", "<"):
         sign = 1 if claim.op == ">" else -1
         margin = claim.by_more_than / k
+        by = (f" by more than {show(margin, metric)}{' points' if metric in ACCURACIES else ''}"
+              if claim.by_more_than else "")  # the threshold the verdict is judged against
         if right is None:
             line = claim.value / k
             verdict = _above(left.ci, line + margin) if sign > 0 else _above(None if left.ci is None else (-left.ci[1], -left.ci[0]), -line + margin)
-            return Instance(f"{left.what} {claim.op} {show(line, metric)}", verdict, show_number(left, metric))
+            return Instance(f"{left.what} {claim.op} {show(line, metric)}{by}", verdict, show_number(left, metric))
         d, ci = difference(left, right, metric)
         ci_s = None if ci is None else ((ci[0], ci[1]) if sign > 0 else (-ci[1], -ci[0]))
-        return Instance(f"{left.what} {claim.op} {right.what}", _above(ci_s, margin),
+        return Instance(f"{left.what} {claim.op} {right.what}{by}", _above(ci_s, margin),
                         f"{show_number(left, metric)} vs {show_number(right, metric)}; difference {show(d, metric)} {show_ci(ci, metric)}")
     if claim.op == "between":
         lo, hi = claim.range

@@ -73,6 +73,8 @@ def test_comparisons_of_accuracies_hold_fail_or_are_not_separable(results):
     assert a_vs("B", "<") == FAILS
     assert a_vs("C") == OPEN  # 80.0 vs 78.0: inside the interval
     assert a_vs("B", by_more_than=40) == FAILS  # a 30-point gap is not more than 40
+    by = _verdict(results, claim="c", left={"model": "A", "attack": "sub"}, op=">", right={"model": "B", "attack": "sub"}, by_more_than=40)
+    assert by.instances[0].text.endswith(" by more than 40.0 points")  # the line says what the verdict was judged against
     assert a_vs("C", eps={"from": 0.1}) == OPEN and a_vs("B", eps=[0.1, 0.2]) == HOLDS
     v = _verdict(results, claim="c", left={"attack": "sub"}, op=">", value=55, eps=0.1)  # every model above 55%
     assert [i.verdict for i in v.instances] == [HOLDS, FAILS, HOLDS] and v.verdict == FAILS
