@@ -12,7 +12,6 @@ minimum over rounds is reported (the least-disturbed run of each; a shared machi
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
@@ -21,6 +20,8 @@ import torch
 from robench.api import DatasetInfo, Model, NoParams, Norm
 from robench.budget import BatchTracker, Budget
 from robench.counting import CountingModel
+
+from bench_options import parse_options  # noqa: E402  (a sibling script module)
 
 
 class MLP(Model):
@@ -50,14 +51,7 @@ def loop(model: CountingModel, x: torch.Tensor, y: torch.Tensor, passes: int) ->
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--passes", type=int, default=1000)
-    ap.add_argument("--batch", type=int, default=100)
-    ap.add_argument("--dim", type=int, default=3072)
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
+    args = parse_options(passes=1000, batch=100, dim=3072, hidden=256, repeats=5, threads=1)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     inner = MLP(args.dim, args.hidden)

@@ -13,7 +13,6 @@ how many samples it got within 1% and 5%.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -26,6 +25,8 @@ import torch
 import robench
 from robench import Context, DatasetInfo, NoParams, Norm
 from robench.verify import verify
+
+from bench_options import parse_options  # noqa: E402  (a sibling script module)
 
 ATTACKS = {
     "L0": [("pdpgd", {"norm": "L0"}), ("fb-fmn", {"norm": "L0"})],
@@ -73,14 +74,8 @@ def train(hidden: int, epochs: int, seed: int = 0) -> tuple[MLP, float, tuple[to
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=20)
-    ap.add_argument("--hidden", type=int, default=32)
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--time-limit", type=float, default=30.0)
-    ap.add_argument("--norms", default="L0,L1,L2,Linf")
-    ap.add_argument("--json", default=None, help="write the per-sample figures here")
-    args = ap.parse_args()
+    args = parse_options(n=20, hidden=32, epochs=2, time_limit=30.0, norms="L0,L1,L2,Linf",
+                         json=(None, "write the per-sample figures here"))
     torch.set_num_threads(1)
     from robench.counting import CountingModel
 

@@ -10,7 +10,6 @@ Runs alternate (direct, harness, direct, harness, ...) so machine noise hits bot
 
 from __future__ import annotations
 
-import argparse
 import platform
 import statistics
 import tempfile
@@ -25,6 +24,8 @@ from robench.data import load_eval_data
 from robench.run import RunOptions, Runner
 from robench.seeds import batch_seed, seed_everything
 from robench.suite import load_suite
+
+from bench_options import parse_options  # noqa: E402  (a sibling script module)
 
 SUITE = """\
 name: overhead
@@ -41,13 +42,8 @@ epsilons: {{Linf: [{eps}]}}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--limit", type=int, default=540)
-    ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--eps", type=float, default=0.3)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps a shared machine's noise down)")
-    args = ap.parse_args()
+    args = parse_options(repeats=3, limit=540, steps=100, eps=0.3,
+                         threads=(1, "torch threads (1 keeps a shared machine's noise down)"))
     torch.set_num_threads(args.threads)
     reg = load_registry()
     tmp = Path(tempfile.mkdtemp())
