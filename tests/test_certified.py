@@ -26,6 +26,8 @@ from robench.testing import LinearModel, minimal_perturbation  # noqa: E402
 from robench_plugins.exact import lower  # noqa: E402
 from robench_plugins.exact.verifier import verify_sample  # noqa: E402
 
+from linear_nets import linear_pair  # noqa: E402
+
 
 @pytest.mark.parametrize("norm", ["L0", "L1", "L2", "Linf"])
 def test_verifier_on_a_linear_model_agrees_with_the_closed_form_minimum(norm):
@@ -33,11 +35,7 @@ def test_verifier_on_a_linear_model_agrees_with_the_closed_form_minimum(norm):
     so also complete away from the boundary (minimum clearly above eps => verified)."""
     g = torch.Generator().manual_seed(1)
     w, b = torch.randn(4, 6, generator=g), torch.randn(4, generator=g) * 0.3
-    lin = LinearModel(w, b, (1, 2, 3))
-    net = nn.Sequential(nn.Flatten(), nn.Linear(6, 4))
-    with torch.no_grad():
-        net[1].weight.copy_(w)
-        net[1].bias.copy_(b)
+    lin, net = linear_pair(w, b)
     ops = lower(net, (1, 2, 3))
     x = torch.rand(12, 1, 2, 3, generator=g)
     y = lin.predict(x)

@@ -22,6 +22,8 @@ from robench_plugins.exact import Exact, UnsupportedNetwork, lower, robench_atta
 from robench_plugins.exact.network import Affine, ReLU, forward  # noqa: E402
 from robench_plugins.exact.solver import norm_of  # noqa: E402
 
+from linear_nets import linear_pair  # noqa: E402
+
 NORMS = ["L0", "L1", "L2", "Linf"]
 
 
@@ -48,11 +50,7 @@ def _linear(d=6, c=4, seed=0):
 @pytest.mark.parametrize("norm,solver", [(n, "auto") for n in NORMS] + [("L2", "qp-bb")])
 def test_linear_model_matches_the_closed_form_box_constrained_minimum(norm, solver):
     w, b = _linear()
-    lin = LinearModel(w, b, (1, 2, 3))
-    net = nn.Sequential(nn.Flatten(), nn.Linear(6, 4))
-    with torch.no_grad():
-        net[1].weight.copy_(w)
-        net[1].bias.copy_(b)
+    lin, net = linear_pair(w, b)
     ops = lower(net, (1, 2, 3))
     g = torch.Generator().manual_seed(3)
     x = torch.rand(8, 1, 2, 3, generator=g)
