@@ -19,21 +19,10 @@ from robench.run import RunOptions, run_suite
 from robench.suite import load_suite
 from robench.errors import UserInputError
 
+from fault_suites import two_ridge_models
+
 PLUGINS = ("reliability_plugins",)
-SUITE = """
-name: merge
-dataset: {name: digits, split: test, limit: 30}
-seed: 1
-batch_size: 10
-device: cpu
-models:
-  - {name: a, plugin: fault-linear, params: {ridge: 1.0}}
-  - {name: b, plugin: fault-linear, params: {ridge: 20.0}}
-attacks:
-  - {name: linf, plugin: fault-noise, params: {norm: Linf}}
-  - {name: l2, plugin: fault-noise, params: {norm: L2}}
-epsilons: {Linf: [0.05, 0.2], L2: [0.5]}
-"""
+SUITE = two_ridge_models("merge", limit=30, seed=1)
 
 
 def snapshot(db_path: Path):

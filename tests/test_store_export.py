@@ -19,21 +19,11 @@ from robench.run import RunOptions, run_suite
 from robench.store_export import import_export, is_export
 from robench.suite import load_suite
 
+from fault_suites import two_ridge_models
+
 PLUGINS = ("reliability_plugins",)
-SUITE = """
-name: grow
-dataset: {name: digits, split: test, limit: 40}
-seed: 3
-batch_size: 10
-device: cpu
-models:
-  - {name: a, plugin: fault-linear, params: {ridge: 1.0}}
-  - {name: b, plugin: fault-linear, params: {ridge: 20.0}}
-attacks:
-  - {name: linf, plugin: fault-noise, params: {norm: Linf}}
-epsilons: {Linf: [0.05, 0.2], L2: [0.5]}
-"""
-EXTRA = "  - {name: l2, plugin: fault-noise, params: {norm: L2}}\n"
+SUITE = two_ridge_models("grow", limit=40, seed=3, norms=("Linf",))
+GROWN = two_ridge_models("grow", limit=40, seed=3)  # the same suite with an L2 attack added
 
 
 def cli(*args):
@@ -93,7 +83,7 @@ def test_an_export_imported_by_merge_grows_by_a_new_attack_only(run, tmp_path):
     res = cli("merge", tmp_path / "pub" / "runs" / "grow", "--into", mine)
     assert res.exit_code == 0, res.output
     assert "4 new cells, 160 new samples" in " ".join(res.output.split())
-    (tmp_path / "suite.yaml").write_text(SUITE.replace("epsilons:", EXTRA + "epsilons:"))
+    (tmp_path / "suite.yaml").write_text(GROWN)
     summary = run_suite(load_suite(tmp_path / "suite.yaml", reg), reg, RunOptions(out_dir=mine.parent, **opts))
     assert summary.ok and summary.cells_skipped == 4 and summary.cells_done == 2  # only l2 on a and b ran
     rows = json.loads(cli("leaderboard", mine, "--format", "json").stdout)
