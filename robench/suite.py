@@ -72,10 +72,20 @@ class DatasetRef(_Strict):
         return self
 
 
-class ModelEntry(_Strict):
-    name: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX, description="name of this model in tables (unique in the suite)")
-    plugin: str = Field(description="model plugin name (see `robench plugins`)")
-    params: dict[str, Any] = Field(default_factory=dict, description="the plugin's parameters")
+def _plugin_entry(kind: str) -> type[_Strict]:
+    """The fields every suite entry of a plugin declares first (``name``, ``plugin``, ``params``),
+    described for ``kind`` ("model" or "attack"): the base of ModelEntry and AttackEntry."""
+
+    class PluginEntry(_Strict):
+        name: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX, description=f"name of this {kind} in tables (unique in the suite)")
+        plugin: str = Field(description=f"{kind} plugin name (see `robench plugins`)")
+        params: dict[str, Any] = Field(default_factory=dict, description="the plugin's parameters")
+
+    return PluginEntry
+
+
+class ModelEntry(_plugin_entry("model")):
+    pass
 
 
 class BudgetSpec(_Strict):
@@ -91,10 +101,7 @@ class BudgetSpec(_Strict):
         return self
 
 
-class AttackEntry(_Strict):
-    name: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX, description="name of this attack in tables (unique in the suite)")
-    plugin: str = Field(description="attack plugin name (see `robench plugins`)")
-    params: dict[str, Any] = Field(default_factory=dict, description="the plugin's parameters")
+class AttackEntry(_plugin_entry("attack")):
     models: Annotated[list[str], Field(min_length=1)] | None = Field(None, description="run only against these models (default: all)")
     source: str | None = Field(None, description="for transfer attacks: the model the adversarials are crafted on")
     batch_size: int | None = Field(None, ge=1, le=BATCH_MAX, description="samples per attack call (default: the suite's batch_size)")
