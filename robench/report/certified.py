@@ -41,23 +41,32 @@ def verified_lines(res: SuiteResults) -> list[str]:
     return lines
 
 
-def certified_markdown(res: SuiteResults, md_text, md_block) -> list[str]:
-    """The markdown section ([] when no solver or verifier ran)."""
+#: The verified-bounds heading, and its anchor on the site.
+VERIFIED_TITLE, VERIFIED_ID = "Verified vs attacked robust accuracy", "verified"
+
+
+def certified_section(res: SuiteResults, heading, bullets, block) -> list[str]:
+    """The section's lines ([] when no solver or verifier ran) in one format: ``heading(title, anchor)``
+    (anchor None but for the verified bounds), ``bullets(lines)`` for the verified bounds, then
+    ``block(table)`` per optimality table. The rows are built here once for both formats."""
     out: list[str] = []
     lines = verified_lines(res)
     if lines:
-        out += ["## Verified vs attacked robust accuracy", ""] + [f"- {md_text(x)}" for x in lines] + [""]
+        out += heading(VERIFIED_TITLE, VERIFIED_ID) + bullets(lines)
     for title, t in optimality_tables(res):
-        out += [f"## {md_text(title)}", ""] + md_block(t)
+        out += heading(title, None) + block(t)
     return out
+
+
+def certified_markdown(res: SuiteResults, md_text, md_block) -> list[str]:
+    """The markdown section ([] when no solver or verifier ran)."""
+    return certified_section(res, lambda title, _anchor: [f"## {md_text(title)}", ""],
+                             lambda lines: [f"- {md_text(x)}" for x in lines] + [""], md_block)
 
 
 def certified_html(res: SuiteResults, esc, block) -> list[str]:
     """The same section for the site ([] when no solver or verifier ran)."""
-    out: list[str] = []
-    lines = verified_lines(res)
-    if lines:
-        out += ['<h2 id="verified">Verified vs attacked robust accuracy</h2>', "<ul>"] + [f"<li>{esc(x)}</li>" for x in lines] + ["</ul>"]
-    for title, t in optimality_tables(res):
-        out += [f"<h2>{esc(title)}</h2>"] + block(t)
-    return out
+    def heading(title, anchor):
+        return [f'<h2 id="{anchor}">{esc(title)}</h2>' if anchor else f"<h2>{esc(title)}</h2>"]
+
+    return certified_section(res, heading, lambda lines: ["<ul>"] + [f"<li>{esc(x)}</li>" for x in lines] + ["</ul>"], block)
