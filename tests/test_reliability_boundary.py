@@ -54,11 +54,22 @@ def test_bad_dataset_stops_the_run_naming_the_plugin(tmp_path, fault, message):
     assert not (tmp_path / "cache").exists(), "no model is trained on bad data"
 
 
-@pytest.mark.parametrize("fault, message", [
-    ("nan", "model plugin fault-linear: scores() returned NaN for 1 of"),
-    ("shape", "model plugin fault-linear: scores() returned shape (19, 10) for 20 inputs; expected (20, 10)"),
-    ("classes", "model plugin fault-linear: scores() returned shape (20, 9) for 20 inputs; expected (20, 10)"),
-])
+#: the expected message per (plugin kind, fault), for the faults a model's scores or an attack's output can have
+PLUGIN_FAULTS = {
+    ("model", "nan"): "model plugin fault-linear: scores() returned NaN for 1 of",
+    ("model", "shape"): "model plugin fault-linear: scores() returned shape (19, 10) for 20 inputs; expected (20, 10)",
+    ("model", "classes"): "model plugin fault-linear: scores() returned shape (20, 9) for 20 inputs; expected (20, 10)",
+    ("attack", "shape"): "attack plugin fault-noise: run() returned shape (10, 1, 7, 8) for inputs of shape (10, 1, 8, 8)",
+    ("attack", "int"): "attack plugin fault-noise: run() returned dtype torch.uint8, expected a floating-point tensor",
+    ("attack", "list"): "attack plugin fault-noise: run() returned list, expected a tensor",
+}
+
+
+def faults_of(kind: str) -> list[tuple[str, str]]:
+    return [(fault, message) for (k, fault), message in PLUGIN_FAULTS.items() if k == kind]
+
+
+@pytest.mark.parametrize("fault, message", faults_of("model"))
 def test_bad_scores_fail_that_model_only(tmp_path, fault, message):
     summary = run(tmp_path, model_params=f"{{fault: {fault}}}")
     assert [name for name, _ in summary.models_failed] == ["lsq"]
@@ -68,11 +79,7 @@ def test_bad_scores_fail_that_model_only(tmp_path, fault, message):
     assert summary.cells_done == 1  # the healthy model's cell
 
 
-@pytest.mark.parametrize("fault, message", [
-    ("shape", "attack plugin fault-noise: run() returned shape (10, 1, 7, 8) for inputs of shape (10, 1, 8, 8)"),
-    ("int", "attack plugin fault-noise: run() returned dtype torch.uint8, expected a floating-point tensor"),
-    ("list", "attack plugin fault-noise: run() returned list, expected a tensor"),
-])
+@pytest.mark.parametrize("fault, message", faults_of("attack"))
 def test_bad_attack_output_fails_its_cells(tmp_path, fault, message):
     summary = run(tmp_path, attack_params=f"{{fault: {fault}}}")
     assert len(summary.cells_failed) == 2 and all(message in err for _, err in summary.cells_failed)
