@@ -1,4 +1,5 @@
-"""Suite texts over the reliability plugins (``--plugin reliability_plugins``) that several tests share."""
+"""Suite texts that several tests share: the general shape (:func:`suite_text`), and suites over the
+reliability plugins (``--plugin reliability_plugins``)."""
 
 from __future__ import annotations
 
@@ -20,3 +21,16 @@ models:
 attacks:
 {attacks}epsilons: {{Linf: [0.05, 0.2], L2: [0.5]}}
 """
+
+
+def suite_text(name: str, dataset: str, models: list[str], attacks: list[str], epsilons: str, *,
+               settings: tuple[str, ...] = (), tail: str = "") -> str:
+    """A suite as YAML, one line a field: ``name``, ``dataset: {dataset}``, the ``settings`` lines as
+    written (``seed: 1`` …), ``models:`` and ``attacks:`` with one ``- {entry}`` line each,
+    ``epsilons: {epsilons}``, then ``tail`` as written (``paper:``, ``claims:`` …)."""
+    def entries(items: list[str]) -> str:
+        return "".join(f"  - {{{item}}}\n" for item in items)
+
+    head = "".join(f"{line}\n" for line in settings)
+    return (f"name: {name}\ndataset: {{{dataset}}}\n{head}models:\n{entries(models)}attacks:\n{entries(attacks)}"
+            f"epsilons: {{{epsilons}}}\n{tail}")

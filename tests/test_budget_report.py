@@ -26,29 +26,23 @@ from robench.run import RunOptions, run_suite
 from robench.store import Store
 from robench.suite import load_suite
 
+from fault_suites import suite_text
 from test_budget import D, INFO, Linear, RandomSearch, make_data, make_job
 
 PLUGINS = ("reliability_plugins", "budget_plugins")
-SUITE = """
-name: budgets
-dataset: {{name: digits, split: test, limit: 8}}
-seed: 1
-batch_size: 8
-device: cpu
-{curves}
-models:
-  - {{name: lin, plugin: fault-linear, params: {{ridge: 1.0}}}}
-attacks:
-  - {{name: walk, plugin: budget-walk}}
-epsilons: {{L2: [0.5, 1.0, 2.0]}}
-headline: {{L2: 1.0}}
-"""
+
+
+def suite(curves: bool) -> str:
+    """One least-squares model and the budget-walk attack at L2 0.5, 1 and 2, curves kept when ``curves``."""
+    return suite_text("budgets", "name: digits, split: test, limit: 8", ["name: lin, plugin: fault-linear, params: {ridge: 1.0}"],
+                      ["name: walk, plugin: budget-walk"], "L2: [0.5, 1.0, 2.0]", tail="headline: {L2: 1.0}\n",
+                      settings=("seed: 1", "batch_size: 8", "device: cpu") + (("curves: true",) if curves else ()))
 
 
 def run(tmp, name: str, curves: bool):
     folder = tmp / name
     folder.mkdir()
-    (folder / "suite.yaml").write_text(SUITE.format(curves="curves: true" if curves else ""))
+    (folder / "suite.yaml").write_text(suite(curves))
     reg = get_registry(PLUGINS)
     resolved = load_suite(folder / "suite.yaml", reg)
     assert run_suite(resolved, reg, RunOptions(out_dir=folder / "out", data_dir=tmp, cache_dir=tmp / "cache", plugins=PLUGINS)).ok

@@ -17,6 +17,8 @@ from robench.store import SampleRow, Store
 from robench.suite import load_suite
 from robench.suite_paper import Claim, PaperValue
 
+from fault_suites import suite_text
+
 ROOT = Path(__file__).resolve().parent.parent
 N = 400
 CONFIG = {"name": "repro", "dataset": {"name": "digits"}, "epsilons": {"Linf": [0.1, 0.2]},
@@ -116,15 +118,8 @@ def test_a_cell_missing_from_the_results_is_not_computed(results):
     assert v.verdict == UNKNOWN and v.instances[0].detail == "not in the results" and v.instances[0].text == "A / gone"
 
 
-SUITE = """\
-name: t
-dataset: {name: digits, limit: 20}
-models:
-  - {name: m, plugin: mlp, params: {hidden: 8, epochs: 1}}
-  - {name: k, plugin: mlp, params: {hidden: 8, epochs: 1}}
-attacks:
-  - {name: a, plugin: fgsm}
-epsilons: {Linf: [0.1, 0.2]}
+SUITE = suite_text("t", "name: digits, limit: 20", [f"name: {m}, plugin: mlp, params: {{hidden: 8, epochs: 1}}" for m in "mk"],
+                   ["name: a, plugin: fgsm"], "Linf: [0.1, 0.2]", tail="""\
 paper:
   - {model: m, attack: a, eps: 0.1, value: 50, where: Table 1}
 claims:
@@ -132,7 +127,7 @@ claims:
     left: {model: m, attack: a}
     op: ">"
     right: {model: k, attack: a}
-"""
+""")
 
 
 @pytest.mark.parametrize("edit, expected", [

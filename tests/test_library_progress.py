@@ -15,22 +15,18 @@ from robench.progress import LineReporter
 from robench.run import Reporter, RunOptions, run_suite
 from robench.suite import load_suite
 
-SUITE = """
-name: progress
-dataset: {{name: digits, split: test, limit: 40}}
-seed: 0
-batch_size: 40
-device: cpu
-models:
-  - {{name: mlp, plugin: mlp, params: {{hidden: 32, epochs: 20}}}}
-attacks:
-  - {attack}
-epsilons: {{Linf: [0.1], L2: [1.0]}}
-"""
+from fault_suites import suite_text
+
 ATTACKS = {
-    "art": "{name: a, plugin: art-pgd, params: {norm: Linf, max_iter: 3}}",
-    "foolbox": "{name: a, plugin: fb-ddn, params: {steps: 5}}",
+    "art": "name: a, plugin: art-pgd, params: {norm: Linf, max_iter: 3}",
+    "foolbox": "name: a, plugin: fb-ddn, params: {steps: 5}",
 }
+
+
+def suite(library: str) -> str:
+    """An MLP on 40 digits against the library's attack ``a`` at Linf 0.1 and L2 1.0, in one batch."""
+    return suite_text("progress", "name: digits, split: test, limit: 40", ["name: mlp, plugin: mlp, params: {hidden: 32, epochs: 20}"],
+                      [ATTACKS[library]], "Linf: [0.1], L2: [1.0]", settings=("seed: 0", "batch_size: 40", "device: cpu"))
 
 
 class Recorder(Reporter):
@@ -55,7 +51,7 @@ class Recorder(Reporter):
 
 @pytest.mark.parametrize("library", sorted(ATTACKS))
 def test_a_library_cell_reports_progress_inside_its_one_batch(library, tmp_path):
-    (tmp_path / "suite.yaml").write_text(SUITE.format(attack=ATTACKS[library]))
+    (tmp_path / "suite.yaml").write_text(suite(library))
     reg = get_registry()
     rec = Recorder()
     summary = run_suite(load_suite(tmp_path / "suite.yaml", reg), reg,

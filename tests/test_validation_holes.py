@@ -19,17 +19,11 @@ from robench.cli import app
 from robench.errors import DataFileError, SuiteError, UserInputError
 from robench.suite import eps_limits, load_suite, parse_eps, parse_norm_eps
 
-GOOD = """\
-name: t
-dataset: {name: digits, limit: 20}
-models:
-  - {name: m, plugin: mlp, params: {hidden: 8, epochs: 1}}
-  - {name: s, plugin: mlp, params: {hidden: 4, epochs: 1}}
-attacks:
-  - {name: a, plugin: pgd, params: {norm: Linf, steps: 5}}
-  - {name: b, plugin: fgsm}
-epsilons: {Linf: [0.1, 0.2], L2: [0.5]}
-"""
+from fault_suites import suite_text
+
+GOOD = suite_text("t", "name: digits, limit: 20",
+                  ["name: m, plugin: mlp, params: {hidden: 8, epochs: 1}", "name: s, plugin: mlp, params: {hidden: 4, epochs: 1}"],
+                  ["name: a, plugin: pgd, params: {norm: Linf, steps: 5}", "name: b, plugin: fgsm"], "Linf: [0.1, 0.2], L2: [0.5]")
 
 
 def problems(registry, text, **kw) -> list[tuple[str, str]]:
