@@ -44,6 +44,11 @@ class FileDelta(robench.Attack):
         return (x + d.clamp(-eps, eps)).clamp(0, 1)
 
 
+@robench.hookimpl
+def robench_attacks():
+    return [robench.AttackSpec("file-delta", FileDelta, "adds a perturbation read from a file")]
+
+
 class MaskedParams(robench.Params):
     mask: Path = Field(json_schema_extra={"robench_path": "suite"}, description="a .npy image multiplied into every input")
 
@@ -65,11 +70,6 @@ class MaskedDigits(robench.Dataset):
 @robench.hookimpl
 def robench_datasets():
     return [robench.DatasetSpec("masked-digits", MaskedDigits, "digits times a mask read from a file")]
-
-
-@robench.hookimpl
-def robench_attacks():
-    return [robench.AttackSpec("file-delta", FileDelta, "adds a perturbation read from a file")]
 '''
 
 SUITE = """
