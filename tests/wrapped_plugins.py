@@ -34,6 +34,14 @@ class MinimalDummy(robench.Attack):
         return x
 
 
+@robench.hookimpl
+def robench_attacks():
+    return [
+        robench.AttackSpec("test-fgsm", ExactLinfFgsm, "exact Linf FGSM for linear models", norms=(robench.Norm.Linf,)),
+        robench.AttackSpec("test-minimal", MinimalDummy, "returns its input"),
+    ]
+
+
 #: one network object shared by every instance of the model below (as robench.evaluate shares the
 #: caller's module): rebuilding the model reuses it, so a restore must put its weights back
 SHARED_NET = torch.nn.Linear(64, 10)
@@ -61,11 +69,3 @@ class SharedNet(robench.Model):
 @robench.hookimpl
 def robench_models():
     return [robench.ModelSpec("test-shared-net", SharedNet, "a pretrained model whose network object outlives it")]
-
-
-@robench.hookimpl
-def robench_attacks():
-    return [
-        robench.AttackSpec("test-fgsm", ExactLinfFgsm, "exact Linf FGSM for linear models", norms=(robench.Norm.Linf,)),
-        robench.AttackSpec("test-minimal", MinimalDummy, "returns its input"),
-    ]
