@@ -54,14 +54,18 @@ class CrashModel(robench.Model):
         raise RuntimeError("training this model always crashes")
 
 
+#: the misbehaving attacks: three whose every output the harness must reject, one that raises
+ATTACKS = (
+    robench.AttackSpec("test-out-of-box", OutOfBox, "returns images outside [0, 1]"),
+    robench.AttackSpec("test-unchanged", Unchanged, "returns the input unchanged"),
+    robench.AttackSpec("test-not-adversarial", NotAdversarial, "returns correctly classified images"),
+    robench.AttackSpec("test-crash", Crash, "raises in run()"),
+)
+
+
 @robench.hookimpl
 def robench_attacks():
-    return [
-        robench.AttackSpec("test-out-of-box", OutOfBox, "returns images outside [0, 1]"),
-        robench.AttackSpec("test-unchanged", Unchanged, "returns the input unchanged"),
-        robench.AttackSpec("test-not-adversarial", NotAdversarial, "returns correctly classified images"),
-        robench.AttackSpec("test-crash", Crash, "raises in run()"),
-    ]
+    return list(ATTACKS)
 
 
 @robench.hookimpl
