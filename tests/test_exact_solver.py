@@ -68,6 +68,45 @@ def test_linear_model_matches_the_closed_form_box_constrained_minimum(norm, solv
         assert forward(ops, res.x[None])[0].argmax() != int(y[i])
 
 
+@pytest.mark.parametrize("solver", ["auto", "qp-bb"])
+def test_l2_on_a_linear_model_with_and_without_the_box_active(solver):
+    """L2 through SCIP (auto) and qp-bb on 120 inputs (more than the 100 up to which auto used SCIP
+    before): the closed-form minimum where the unconstrained projection onto the nearest class's
+    hyperplane stays inside [0, 1] (box inactive) and where it leaves it (box active)."""
+    d = 120
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(3, d, generator=g) / math.sqrt(d)
+    b = torch.tensor([0.4, 0.0, -0.1])
+    lin, net = linear_pair(w, b, (1, d))
+    ops = lower(net, (1, d))
+    centre = 0.5 + 0.05 * (torch.rand(3, d, generator=g) - 0.5)  # far from the box faces
+    edge = torch.where(torch.rand(3, d, generator=g) < 0.5, 0.01, 0.99)  # on them
+    x = torch.cat([centre, edge]).view(-1, 1, d)
+    y = lin.predict(x)
+    want = minimal_perturbation(lin, x, y, "L2")
+    kinds = set()
+    for i in range(len(x)):
+        x0 = x[i].double().flatten()
+        wd, bd = w.double(), b.double()
+        yi = int(y[i])
+        # unconstrained minimum: the nearest wrong class's hyperplane, (margin / ||a||) along a
+        gaps = [(float((wd[yi] - wd[k]) @ x0 + bd[yi] - bd[k]) / float((wd[k] - wd[yi]).norm()), k) for k in range(3) if k != yi]
+        dist, k = min(gaps)
+        free = x0 + dist * (wd[k] - wd[yi]) / (wd[k] - wd[yi]).norm()
+        box_active = bool(((free < 0) | (free > 1)).any())
+        kinds.add(box_active)
+        if not box_active:
+            assert float(want[i]) == pytest.approx(dist, rel=1e-9)
+        else:
+            assert float(want[i]) > dist * (1 + 1e-6)
+        res = solve_sample(ops, x0.numpy(), yi, "L2", start=None, channels=1, margin=0.0, time_limit=30, solver=solver)
+        assert res.status == "optimal", res
+        assert res.lower <= float(want[i]) * (1 + 1e-6) + 1e-9, (res, float(want[i]))
+        assert res.upper == pytest.approx(float(want[i]), rel=1e-5)
+        assert ((res.x >= 0) & (res.x <= 1)).all()
+    assert kinds == {True, False}  # both cases were exercised
+
+
 def _tiny_relu(seed=0, d=4, hidden=5, classes=3):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Flatten(), nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, classes)).eval()

@@ -1,6 +1,6 @@
 """Built-in robench plugin ``exact``: the minimal adversarial perturbation of small ReLU networks,
-computed by mixed-integer programming (HiGHS MILP for L0 / L1 / Linf; for L2 SCIP on small
-inputs, else a branch and bound over HiGHS QPs).
+computed by mixed-integer programming (HiGHS MILP for L0 / L1 / Linf; SCIP with a cone constraint
+for L2, or a branch and bound over HiGHS QPs).
 
 It is a ``minimal`` attack like any other: it returns one adversarial per sample and the harness
 verifies it. What the others cannot offer is the certificate: per sample the solver proves its
@@ -56,7 +56,7 @@ class ExactParams(robench.Params):
     gap: float = Field(1e-6, ge=0, description="relative optimality gap at which the solver stops")
     bounds: Literal["interval", "lp"] = Field("lp", description="pre-activation bounds: interval arithmetic, or tightened by LP per neuron")
     bound_time: float = Field(10.0, ge=0, description="seconds per sample for LP bound tightening (at most half the time limit)")
-    solver: Literal["auto", "highs", "scip", "qp-bb"] = Field("auto", description="auto: HiGHS MILP for L0/L1/Linf; for L2 (HiGHS has no MIQP) SCIP up to 100 inputs, else branch and bound over HiGHS QPs (qp-bb)")
+    solver: Literal["auto", "highs", "scip", "qp-bb"] = Field("auto", description="auto: HiGHS MILP for L0/L1/Linf; for L2 (HiGHS has no MIQP) SCIP (cone constraint); qp-bb: branch and bound over HiGHS QPs (L2 only)")
     init_iter: int = Field(100, ge=0, description="iterations of the fab plugin for the starting adversarial (0: none, search the whole box)")
     init_attacks: tuple[str, ...] = Field((), description="more minimal attack plugins (defaults, this norm if they take one) whose smaller adversarial per sample replaces fab's as the start")
     threads: int = Field(1, ge=1, description="solver threads (HiGHS)")
