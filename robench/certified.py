@@ -7,7 +7,8 @@ Two kinds of cells carry them:
   (its point did not verify) or ``contradicted``. Every other minimal attack of the same model and
   norm gets its **optimality ratio** per sample: its verified norm / the exact minimum, over the
   samples the solver proved ``optimal`` and the attack broke (mean, median, worst, share within 1%
-  and 5%), and the count of those samples it did not break at all.
+  and 5%, and the sorted ratios themselves for the plot), and the count of those samples it did
+  not break at all.
 * a **verifier** cell (records ``verifier = 1``; plugin ``verify``): per sample ``verified`` (no
   adversarial within the cell's eps) or ``unknown``. Its verified robust accuracy at eps is the
   share of samples correctly classified and verified: a sound lower bound; the attacked robust
@@ -42,6 +43,7 @@ def _ratio_stats(ratios: list[float], missed: int) -> dict[str, Any]:
         "n": len(ratios), "missed": missed, "mean": statistics.fmean(ratios), "median": statistics.median(ratios),
         "worst": max(ratios), "within_1pct": sum(r <= 1.01 for r in ratios) / len(ratios),
         "within_5pct": sum(r <= 1.05 for r in ratios) / len(ratios),
+        "ratios": sorted(ratios),  # per sample, for the ratio-distribution plot (robench.report.plots.plot_ratios)
     }
 
 

@@ -171,12 +171,60 @@ def plot_budget(res: SuiteResults, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def plot_ratios(res: SuiteResults, path: Path) -> Path | None:
+    """Per model and norm where an exact solver ran (robench.certified): each minimal attack's
+    distribution of found norm / exact minimum over the samples the solver proved optimal and the
+    attack broke, as an ECDF on a log x axis from 1; None when no solver cell has such ratios."""
+    panels = [e for e in (res.certified or {}).get("solver", []) if any(s.get("ratios") for s in e["attacks"].values())]
+    if not panels:
+        return None
+    plt = _pyplot()
+    cols = min(4, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, e in zip(axes.flat, panels):
+        worst = 1.0
+        # the closest attack (by mean) first, so that the legend reads as the table
+        for attack, s in sorted(e["attacks"].items(), key=lambda kv: (kv[1].get("mean", math.inf), kv[0])):
+            ratios = s.get("ratios") or []
+            if not ratios:
+                continue
+            n = len(ratios) + s.get("missed", 0)  # the missed samples keep the curve below 1
+            xs = [max(r, 1.0) for r in ratios]  # a ratio within the solver's tolerance under 1 is drawn at 1
+            worst = max(worst, xs[-1])
+            ax.step([1.0] + xs, [0.0] + [(i + 1) / n for i in range(len(xs))], where="post",
+                    label=f"{attack} ({len(ratios)}/{n})")
+        ax.set_xscale("log")
+        right = max(1.1, worst * 1.05)
+        ax.set_xlim(1.0, right)
+        ticks: list[float] = []
+        for t in (1.0, 1.01, 1.02, 1.05, 1.1, 1.2, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0):
+            # labels at least 9% of the axis apart (log scale), so that none overlap
+            if t <= right and (not ticks or math.log(t / ticks[-1]) >= 0.09 * math.log(right)):
+                ticks.append(t)
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+        for t in (1.01, 1.05):
+            ax.axvline(t, color="grey", lw=0.6, ls=":")
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("found norm / exact minimum")
+        ax.set_ylabel(f"share of the {e['optimal']} optimal samples")
+        ax.set_title(f"{e['model']}, {e['norm']}: attacks vs exact ({e['solver']})", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def plots(res: SuiteResults, to: Path) -> dict[str, Path]:
     """Every plot of a suite as ``{kind: png path}`` (each with an SVG beside it)."""
     out = {}
     for kind, fn, name in (("eps", plot, f"{res.suite}.png"), ("cdf", plot_norm_cdf, f"{res.suite}-cdf.png"),
                            ("transfer", plot_transfer, f"{res.suite}-transfer.png"),
-                           ("budget", plot_budget, f"{res.suite}-budget.png")):
+                           ("budget", plot_budget, f"{res.suite}-budget.png"),
+                           ("ratios", plot_ratios, f"{res.suite}-ratios.png")):
         p = fn(res, to / name)
         if p is not None:
             out[kind] = p
@@ -188,4 +236,5 @@ PLOT_CAPTIONS = {
     "cdf": "norm of the smallest verified adversarial (CDF per attack)",
     "transfer": "transfer matrix (target accuracy)",
     "budget": "robust accuracy and median best norm vs passes spent (best-so-far curves)",
+    "ratios": "found norm / exact minimum per attack (ECDF over the samples the solver proved optimal)",
 }

@@ -80,7 +80,7 @@ def check_publish_name(name: object) -> None:
 
 def publish_names(suite: str, *, html: bool = False) -> list[str]:
     """Every file name ``publish`` may write for ``suite`` (in ``--to``, or with ``html`` in ``--to/site``)."""
-    plots_ = [f"{suite}{tail}{ext}" for tail in ("", "-cdf", "-transfer", "-budget") for ext in (".png", ".svg")]
+    plots_ = [f"{suite}{tail}{ext}" for tail in ("", "-cdf", "-transfer", "-budget", "-ratios") for ext in (".png", ".svg")]
     if html:
         return [f"{suite}.html", f"{suite}.json", f"{suite}.csv", "index.html", "robench.css", "robench.js"] + plots_
     return [f"{suite}.md", f"{suite}.json", f"{suite}.csv"] + plots_
