@@ -54,8 +54,10 @@ class _CommonParams(robench.Params):
     finetune_lr: float = Field(0.1, gt=0, le=1, description="learning rate of the finetuning run, relative to the best run's")
     refine: bool = Field(
         False,
-        description="greedy post-processing (a separately reported variant): L0 restores changed pixels "
-        "while the input stays adversarial; other norms shrink the perturbation by bisection",
+        description="end with the shared boundary-refinement stage (as plugin refine; a separately reported variant): "
+        "L0 restores changed pixels, smallest change first, while the input stays adversarial; other norms "
+        "project onto the linearised boundary inside the box (FAB's projection, 10 steps); never a larger norm; its cost is "
+        "recorded (refine_forward, refine_backward, refine_improved, refine_mean_ratio)",
     )
 
     def inert(self) -> dict[str, str]:
@@ -132,7 +134,14 @@ class _PDBase(robench.Attack):
             )
         x = x.to(ctx.device)
         y = y.to(ctx.device)
-        adv, _ = pd_attack(model.scores, x, y, self.config(), ctx.generator(offset=7), ctx.report)
+        cost = None
+        if self.params.refine:
+            from robench_plugins.exact.refine import RefineCost
+
+            cost = self._refine_cost = getattr(self, "_refine_cost", None) or RefineCost()  # over the cell's batches
+        adv, _ = pd_attack(model.scores, x, y, self.config(), ctx.generator(offset=7), ctx.report, refine_cost=cost)
+        if cost is not None:
+            cost.record(ctx)
         return adv
 
 

@@ -52,6 +52,7 @@ class PDConfig:
     finetune_steps: int = 0
     finetune_lr: float = 0.1
     refine: bool = False
+    refine_steps: int = 10  # linearise-and-project steps of the refinement (L1 / L2 / Linf)
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
 
@@ -167,54 +168,30 @@ def _run(
         tick()
 
 
-@torch.no_grad()
-def _refine(f: ScoresFn, x: torch.Tensor, y: torch.Tensor, best: _Best, max_steps: int = 1000) -> None:
-    """Greedy post-processing of the best adversarials (the ``refine`` variant).
+def _refine(f: ScoresFn, x: torch.Tensor, y: torch.Tensor, best: _Best, cfg: PDConfig, cost, n_attacked: int) -> None:
+    """The ``refine`` variant: the best adversarials through the shared boundary-refinement stage
+    (robench_plugins.exact.refine, the one the ``refine`` wrapper plugin runs): L1 / L2 / Linf
+    linearise the classifier and project onto its boundary inside the box (FAB's projection),
+    ``cfg.refine_steps`` times; L0 reverts changed pixels greedily, smallest change first, while
+    the input stays adversarial. A row is replaced only by an adversarial of no larger norm.
+    ``cost`` (a RefineCost, or None) accumulates what it did and the passes it took."""
+    from robench.api import Norm
+    from robench_plugins.exact.refine import refine
 
-    L0: restore changed pixels to their original values one at a time, smallest change first, and
-    keep every restoration after which the input is still adversarial. Other norms: bisection on
-    the scale a in [0, 1] of the perturbation (x + a * delta), keeping the smallest adversarial a.
-    """
-    idx = best.found.nonzero().squeeze(1)
-    if len(idx) == 0:
+    norm = Norm(best.norm)
+    found = best.found
+    adv = torch.where(per_sample(found, best.adv), best.adv, torch.full_like(best.adv, math.nan))
+    out, count = refine(f, x, y, adv, norm, cfg.refine_steps)
+    if cost is not None:
+        cost.add(x, adv, out, norm, count, n=n_attacked)
+    if not bool(found.any()):
         return
-    xs, ys, adv = x[idx], y[idx], best.adv[idx].clone()
-    if best.norm == "L0":
-        delta = adv - xs
-        size = delta.square().sum(1) if delta.dim() >= 3 else delta.square()
-        size = size.flatten(1)
-        changed = size > 0
-        order = torch.where(changed, size, torch.full_like(size, math.inf)).argsort(dim=1)
-        counts = changed.sum(1)
-        flat_adv = adv.flatten(2) if adv.dim() >= 3 else adv.flatten(1)[:, None, :]
-        flat_x = xs.flatten(2) if xs.dim() >= 3 else xs.flatten(1)[:, None, :]
-        for j in range(min(int(counts.max()), max_steps)):
-            active = (counts > j).nonzero().squeeze(1)
-            if len(active) == 0:
-                break
-            pix = order[active, j]
-            cand = flat_adv[active].clone()
-            cand[torch.arange(len(active)), :, pix] = flat_x[active, :, pix]
-            _, ok = margin_and_adv(f(cand.view_as(adv[active])), ys[active])
-            keep = active[ok]
-            flat_adv[keep] = cand[ok]
-        adv = flat_adv.view_as(adv)
-    else:
-        delta = adv - xs
-        lo = torch.zeros(len(idx), device=x.device)
-        hi = torch.ones(len(idx), device=x.device)
-        for _ in range(12):
-            mid = (lo + hi) / 2
-            _, ok = margin_and_adv(f(xs + per_sample(mid, delta) * delta), ys)
-            hi = torch.where(ok, mid, hi)
-            lo = torch.where(ok, lo, mid)
-        adv = xs + per_sample(hi, delta) * delta
-    _, ok = margin_and_adv(f(adv), ys)
-    value = lp_norm(adv - xs, best.norm)
-    better = ok & (value <= best.value[idx])
-    sel = idx[better]
-    best.adv[sel] = adv[better]
-    best.value[sel] = value[better]
+    with torch.no_grad():
+        _, ok = margin_and_adv(f(torch.where(per_sample(found, out), out, x)), y)
+    value = lp_norm(torch.where(per_sample(found, out), out, x) - x, best.norm)
+    better = found & ok & (value <= best.value)
+    best.adv[better] = out[better]
+    best.value[better] = value[better]
 
 
 def pd_attack(
@@ -224,8 +201,10 @@ def pd_attack(
     cfg: PDConfig,
     gen: torch.Generator,
     progress: Callable[[int, int], None] | None = None,
+    refine_cost=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run PDGD/PDPGD on a batch; returns (adversarials, their norms).
+    """Run PDGD/PDPGD on a batch; returns (adversarials, their norms). With ``cfg.refine``,
+    ``refine_cost`` (a robench_plugins.exact.refine.RefineCost) accumulates the refinement's cost.
 
     Samples the model already misclassifies are returned unchanged with norm 0 (no optimisation).
     Rows without an adversarial are returned equal to the input with norm inf.
@@ -241,6 +220,8 @@ def pd_attack(
     norms = torch.where(wrong, 0.0, math.inf).to(x.device)
     todo = (~wrong).nonzero().squeeze(1)
     if len(todo) == 0:
+        if cfg.refine and refine_cost is not None:
+            refine_cost.seen += len(x)
         return out, norms
     xs, ys = x[todo], y[todo]
     best = _Best(xs, cfg.norm)
@@ -277,7 +258,7 @@ def pd_attack(
                 tick()
 
     if cfg.refine:
-        _refine(f, xs, ys, best)
+        _refine(f, xs, ys, best, cfg, refine_cost, len(x))
 
     out[todo] = best.adv
     norms[todo] = best.value

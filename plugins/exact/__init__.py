@@ -245,30 +245,17 @@ class Refine(robench.Attack):
             self.inner = ctx.attack(params.attack, dict(params.attack_params))
         if self.inner.kind != "minimal":
             raise RobenchError(f"refine: {params.attack} is a {self.inner.kind} attack; refinement needs a minimal one")
-        self._seen = self._improved = 0
-        self._ratio_sum = 0.0
-        self._passes = (0, 0)  # forward, backward rows of the refinement itself
+        from .refine import RefineCost
+
+        self._cost = RefineCost()  # over the cell's batches
 
     def run(self, model, x, y, *, eps, ctx, source=None):
-        from robench.norms import lp_norm
-
         from .refine import refine
 
         adv = self.inner.run(model, x, y, eps=None, ctx=ctx, source=source).detach()
         out, count = refine(model, x, y, adv, self.norm, self.params.steps)
-        have = ~torch.isnan(adv.flatten(1)).any(1)
-        if bool(have.any()):
-            before = lp_norm((adv[have] - x[have]).double(), self.norm)
-            after = lp_norm((out[have] - x[have]).double(), self.norm)
-            better = after < before
-            self._improved += int(better.sum())
-            self._ratio_sum += float((after[better] / before[better]).sum())
-        self._seen += len(x)
-        ctx.record("refine_improved", self._improved)
-        ctx.record("refine_mean_ratio", self._ratio_sum / self._improved if self._improved else 1.0)
-        self._passes = (self._passes[0] + count.forward, self._passes[1] + count.backward)
-        ctx.record("refine_forward", self._passes[0] / self._seen)
-        ctx.record("refine_backward", self._passes[1] / self._seen)
+        self._cost.add(x, adv, out, self.norm, count)
+        self._cost.record(ctx)
         return out
 
 

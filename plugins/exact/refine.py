@@ -8,10 +8,16 @@ boundary by a small overshoot, is the candidate. An adversarial candidate smalle
 far replaces it; otherwise the points between the best and the candidate are tried (by convexity
 of the norm they are smaller than the best). On a linear model the first projection is the exact
 box-constrained minimum. Each step costs one forward and K backward passes (K classes) and up to
-a few forwards for the overshoot and the line search.
+a few forwards for the overshoot and the line search. Beside it the found perturbation is scaled
+down along the ray to x0 by bisection (13 forwards); the smaller of the two results is returned.
 
-L0: the changed pixels are reverted one at a time, smallest change first, while the point stays
-adversarial (one forward per changed pixel rank, batched over the samples).
+L0: the changed pixels are reverted one at a time, smallest change first (the sum of squares of its
+channels' changes), while the point stays adversarial (one forward per changed pixel rank, batched
+over the samples).
+
+Two users share this one implementation: the ``refine`` wrapper plugin (any minimal attack) and
+PDPGD / PDGD's ``refine: true`` (robench_plugins.attacks_native), both recording its cost the same
+way through :class:`RefineCost`.
 
 Every returned row is either the attack's own row or a point checked adversarial here (and the
 harness verifies it again); a row never gets a larger norm.
@@ -32,14 +38,16 @@ LINE = (0.5, 0.25, 0.125)  # fractions of the way from the best point to a candi
 
 
 class Counter:
-    """Rows through the model during the refinement (its cost, reported with the cell)."""
+    """Rows through the model during the refinement (its cost, reported with the cell). ``model`` is
+    anything with ``scores(x)``, or the scores function itself."""
 
     def __init__(self, model):
         self.model, self.forward, self.backward = model, 0, 0
+        self._scores = model.scores if hasattr(model, "scores") else model
 
     def scores(self, x: torch.Tensor, grad: bool = False) -> torch.Tensor:
         self.forward += len(x)
-        return self.model.scores(x)
+        return self._scores(x)
 
     def wrong(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -63,11 +71,60 @@ def refine(model, x0: torch.Tensor, y: torch.Tensor, adv: torch.Tensor, norm: No
     return out, count
 
 
+class RefineCost:
+    """What the refinement did over a cell's batches, recorded with the cell (``ctx.record``):
+    ``refine_improved`` (samples it made smaller), ``refine_mean_ratio`` (refined / found norm over
+    those), ``refine_forward`` / ``refine_backward`` (its own passes per sample attacked)."""
+
+    def __init__(self):
+        self.seen = self.improved = 0
+        self.ratio_sum = 0.0
+        self.forward = self.backward = 0
+
+    def add(self, x: torch.Tensor, adv: torch.Tensor, out: torch.Tensor, norm: Norm, count: Counter, n: int | None = None) -> None:
+        """One batch: ``adv`` before (NaN rows: none found), ``out`` after; ``n`` samples attacked (default len(x))."""
+        have = ~torch.isnan(adv.flatten(1)).any(1)
+        if bool(have.any()):
+            before = _norm(adv[have] - x[have], norm)
+            after = _norm(out[have] - x[have], norm)
+            better = after < before
+            self.improved += int(better.sum())
+            self.ratio_sum += float((after[better] / before[better]).sum())
+        self.seen += len(x) if n is None else n
+        self.forward += count.forward
+        self.backward += count.backward
+
+    def record(self, ctx) -> None:
+        ctx.record("refine_improved", self.improved)
+        ctx.record("refine_mean_ratio", self.ratio_sum / self.improved if self.improved else 1.0)
+        ctx.record("refine_forward", self.forward / max(self.seen, 1))
+        ctx.record("refine_backward", self.backward / max(self.seen, 1))
+
+
 def _norm(d: torch.Tensor, norm: Norm) -> torch.Tensor:
     return lp_norm(d.double(), norm)
 
 
+def _shrink(count: Counter, x0, y, best, rounds: int = 12) -> torch.Tensor:
+    """The perturbation scaled down by bisection on a in [0, 1] (x0 + a (best - x0)), the smallest
+    adversarial a kept: ``rounds`` batched forwards."""
+    d = best - x0
+    lo = torch.zeros(len(x0), device=x0.device, dtype=x0.dtype)
+    hi = torch.ones(len(x0), device=x0.device, dtype=x0.dtype)
+    for _ in range(rounds):
+        mid = (lo + hi) / 2
+        ok = count.wrong(x0 + per_sample(mid, d) * d, y)
+        hi = torch.where(ok, mid, hi)
+        lo = torch.where(ok, lo, mid)
+    return x0 + per_sample(hi, d) * d
+
+
 def _project(count: Counter, x0, y, best, norm: Norm, steps: int) -> torch.Tensor:
+    # also along the ray to x0 (cheap; what PDPGD's own refinement did before it used this stage):
+    # the smaller of the two per sample is returned. Projecting from the shrunk point instead was
+    # measured worse (a 3-channel CNN, 12 images, L1 mean 1.613 against 1.579 from the found point).
+    shrunk = _shrink(count, x0, y, best)
+    shrunk_ok = count.wrong(shrunk, y)
     best_n = _norm(best - x0, norm)
     p = best.clone()
     n, shape = len(x0), x0.shape[1:]
@@ -116,13 +173,14 @@ def _project(count: Counter, x0, y, best, norm: Norm, steps: int) -> torch.Tenso
         if not bool(moved.any()) and torch.equal(nxt, p):
             break
         p = nxt
-    return best
+    take = shrunk_ok & (_norm(shrunk - x0, norm) < best_n)
+    return torch.where(per_sample(take, best), shrunk, best)
 
 
 def _revert_pixels(count: Counter, x0, y, best) -> torch.Tensor:
     n = len(x0)
     d = (best - x0).reshape(n, x0.shape[1] if x0.dim() == 4 else 1, -1)
-    size = d.abs().sum(1)  # (n, pixels): change per pixel
+    size = d.square().sum(1)  # (n, pixels): change per pixel (sum of squares over its channels)
     order = torch.argsort(torch.where(size > 0, size, torch.full_like(size, math.inf)), dim=1)
     changed = (size > 0).sum(1)
     cur = best.reshape(d.shape).clone()
