@@ -135,7 +135,10 @@ class BatchTracker:
         m = self._width()
         if n == m:  # row i is the i-th focused sample's pass
             if limit is None:
-                spent[sel] += 1
+                if self._rows is None:
+                    spent.add_(1)  # one op (indexing with a slice then adding is three)
+                else:
+                    spent[sel] += 1
                 return None
             live = spent[sel] < limit
             spent[sel] += live.long()
@@ -149,47 +152,80 @@ class BatchTracker:
     # -- best so far ------------------------------------------------------------------------
     def _observe(self, xq: torch.Tensor, out: torch.Tensor, live: torch.Tensor | None) -> None:
         # Cheap first: the scores say which rows are misclassified (nothing else is read for the others);
-        # then one pass for the norm, in float32 on the model's device, and the box check only for the rows
-        # that would improve (rare after the first few calls). The tracked norms only rank candidates: the
-        # harness re-verifies (float64) whatever it keeps.
+        # then one pass for the norm, in float32 on the model's device (over the candidate rows alone when
+        # they are few, else over the batch), and the box check only for the rows that would improve (rare
+        # after the first few calls). The tracked norms only rank candidates: the harness re-verifies
+        # (float64) whatever it keeps.
         if self._all_done:
             return
         focus = self._rows_dev  # None: row i is batch sample i; else row i is sample focus[i]
         with torch.no_grad():
-            xq = xq.detach()
             x_ref, y_ref = self._ref
             if xq.shape != x_ref.shape:
                 return
-            dev = xq.device
-            done, best = (self._done_dev, self._best_dev) if focus is None else (self._done_dev[focus], self._best_dev[focus])
-            cand = (out.detach().argmax(1) != y_ref) & ~done
+            xq = xq.detach()
+            done = self._done_dev if focus is None else self._done_dev[focus]
+            cand = out.detach().argmax(1) != y_ref
+            cand &= ~done
             if live is not None:
-                cand &= live.to(dev)
-            if not bool(cand.any()):
+                cand &= live.to(xq.device)
+            k = int(cand.sum())  # the call's one host sync when no row is a candidate
+            if not k:
                 return
-            norms = lp_norm(xq.float() - x_ref.float(), self.norm)  # a NaN row's norm is NaN: it fails both tests
-            fits = within_eps(norms, self.eps, self.norm) if self.eps is not None else norms < best
-            local = torch.nonzero(cand & fits).flatten()
+            n = len(cand)
+            sub = torch.nonzero(cand).flatten() if 4 * k <= n else None  # few candidates: norms of those rows only
+            if sub is None:
+                norms = _delta_norm(xq, x_ref, self.norm)  # a NaN row's norm is NaN: it fails both tests
+            else:
+                norms = _delta_norm(xq[sub], x_ref[sub], self.norm)
+            if self.eps is not None:
+                fits = within_eps(norms, self.eps, self.norm)
+            else:
+                best = self._best_dev if focus is None else self._best_dev[focus]
+                fits = norms < (best if sub is None else best[sub])
+            if sub is None:
+                local = torch.nonzero(cand & fits).flatten()  # rows of the call
+                kept = norms[local]
+            else:
+                pick = torch.nonzero(fits).flatten()
+                local, kept = sub[pick], norms[pick]
             if not len(local):
                 return
             rows = xq[local].flatten(1)
-            local = local[(rows.amin(1) >= 0) & (rows.amax(1) <= 1)]
+            inside = (rows.amin(1) >= 0) & (rows.amax(1) <= 1)
+            local, kept = local[inside], kept[inside]
             if not len(local):
                 return
             idx_dev = local if focus is None else focus[local]  # batch sample of each kept row
             if self.best_x is None:
                 self.best_x = torch.full_like(self.x, float("nan"), dtype=torch.float32)
             self.best_x[idx_dev] = xq[local].float()
-            self._best_dev[idx_dev] = norms[local]
+            self._best_dev[idx_dev] = kept
             if self.eps is not None:
                 self._done_dev[idx_dev] = True
             else:
-                self._done_dev[idx_dev] |= norms[local] == 0
-            idx, vals = idx_dev.cpu(), norms[local].double().cpu()
+                self._done_dev[idx_dev] |= kept == 0
+            idx, vals = idx_dev.cpu(), kept.double().cpu()
             self.best[idx] = vals
             for i, v in zip(idx.tolist(), vals.tolist()):
                 self.curves[i].append((int(self.forward[i]), int(self.backward[i]), float(v)))
             self._all_done = bool(self._done_dev.all())
+
+
+def _delta_norm(xq: torch.Tensor, x_ref: torch.Tensor, norm: Norm) -> torch.Tensor:
+    """Per-row ``norm`` of ``xq - x_ref`` in float32: the values :func:`robench.norms.lp_norm` gives, with
+    fewer passes over the batch (the subtraction's temporary is reused in place; L0 of a 4-D batch sums
+    the absolute change over channels, a non-zero sum being a changed pixel, instead of a boolean any)."""
+    delta = xq.float() - x_ref.float()
+    if not delta[0].numel():  # no values (never empty otherwise: the caller has at least one candidate row)
+        return lp_norm(delta, norm)
+    if norm == Norm.L2:
+        return delta.flatten(1).norm(dim=1)
+    if norm == Norm.L0:
+        per_pixel = delta.abs_().sum(1) if delta.dim() == 4 else delta
+        return per_pixel.flatten(1).bool().sum(1).to(delta.dtype)  # bool(): non-zero, NaN included (as lp_norm counts)
+    delta.abs_()
+    return delta.flatten(1).sum(1) if norm == Norm.L1 else delta.flatten(1).amax(1)
 
 
 def final_curve(curve: list[tuple[int, int, float]], success: bool, norm: float | None,

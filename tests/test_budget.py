@@ -381,3 +381,48 @@ def test_strength_at_a_budget_reads_the_curves():
     assert s == {"n": 4, "median_norm": math.inf, "robust": 0.5}  # (0.4 + inf) / 2; samples 2, 3 unbroken at 10
     s = strength_at(curves, 100, Norm.L2, eps=0.5)
     assert s["median_norm"] == pytest.approx(0.3) and s["robust"] == 0.25
+
+
+@pytest.mark.parametrize("norm", list(Norm))
+def test_tracked_best_matches_a_row_by_row_reference(norm):
+    """Best-so-far over calls with few candidate rows (norms of those rows only) and many (norms of the batch),
+    focused and not, with NaN and out-of-box rows: the same bests and curves as the rules applied row by row."""
+    from robench.norms import lp_norm
+
+    g = torch.Generator().manual_seed(3)
+    n, shape = 12, (3, 4, 4)
+    x = torch.rand(n, *shape, generator=g)
+    y = torch.zeros(n, dtype=torch.long)
+    clean = y.clone()
+    clean[5] = 1  # already misclassified: norm 0 from the start
+    tracker = BatchTracker(x, y, clean, norm, None, None)
+    best = [0.0 if i == 5 else math.inf for i in range(n)]
+    curves = [[(0, 0, 0.0)] if i == 5 else [] for i in range(n)]
+    spent = [0] * n
+    focus_rows = torch.tensor([1, 4, 7, 10, 11])
+    for step in range(30):
+        rows = focus_rows if step % 3 == 2 else torch.arange(n)
+        q = (x[rows] + 0.3 * torch.randn(len(rows), *shape, generator=g) * (torch.rand(len(rows), 1, 1, 1, generator=g) < 0.5)).clamp(0, 1)
+        if step == 4:
+            q[0] = float("nan")
+            q[1, 0, 0, 0] = 1.5  # out of the box
+        frac = 0.1 if step % 2 else 0.9  # few candidates (subset path) or many (whole batch)
+        wrong = torch.rand(len(rows), generator=g) < frac
+        out = torch.zeros(len(rows), 2)
+        out[wrong, 1] = 1.0
+        if step % 3 == 2:
+            with tracker.focus(rows):
+                tracker.forward_call(q, out)
+        else:
+            tracker.forward_call(q, out)
+        for j, i in enumerate(rows.tolist()):
+            spent[i] += 1
+            v = float(lp_norm(q[j : j + 1].float() - x[i : i + 1].float(), norm)[0])
+            ok = bool(wrong[j]) and bool(torch.isfinite(q[j]).all()) and 0 <= float(q[j].min()) and float(q[j].max()) <= 1
+            if ok and v < best[i]:
+                best[i] = v
+                curves[i].append((spent[i], 0, v))
+    assert tracker.forward.tolist() == spent
+    assert tracker.best.tolist() == pytest.approx(best, rel=1e-6)
+    assert [[(f, b) for f, b, _ in c] for c in tracker.curves] == [[(f, b) for f, b, _ in c] for c in curves]
+    assert sum(len(c) for c in curves) > n  # the calls did improve some samples more than once
