@@ -28,6 +28,7 @@ from .errors import RobenchError
 
 ZOO_ENV = "ROBENCH_ZOO"
 MANIFEST = "manifest.json"
+LOCK = ".manifest.lock"  # held while the manifest is read and rewritten (git-ignored)
 
 
 def zoo_dir() -> Path:
@@ -71,6 +72,21 @@ def write_manifest(entries: dict[str, Entry], folder: Path | None = None) -> Non
     tmp = folder / (MANIFEST + ".part")
     tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, folder / MANIFEST)
+
+
+def update_manifest(added: list[Entry], folder: Path | None = None) -> None:
+    """Put ``added`` into the manifest as it is on disk now, under an exclusive lock: two ``robench zoo
+    add`` run side by side (one per model) each keep the other's entries instead of writing back the
+    manifest they read when they started."""
+    import fcntl
+
+    folder = folder or zoo_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        entries = read_manifest(folder)
+        entries.update({e.key: e for e in added})
+        write_manifest(entries, folder)
 
 
 def verify_entry(entry: Entry, folder: Path | None = None) -> str | None:

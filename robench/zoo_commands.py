@@ -14,7 +14,7 @@ import typer
 
 from .content import sha256_file
 from .errors import RobenchError, UserInputError
-from .zoo import Entry, read_manifest, verify_entry, write_manifest, zoo_dir
+from .zoo import Entry, read_manifest, update_manifest, verify_entry, zoo_dir
 
 
 def add_models(suite_path: Path, names: list[str] | None, data_dir: Path, cache_dir: Path, *, retrain: bool = False,
@@ -98,7 +98,7 @@ def add_models(suite_path: Path, names: list[str] | None, data_dir: Path, cache_
         added.append(entries[key])
         log(f"model {name}: key {key}, clean accuracy {acc:.4f} on {len(data.x)} {suite.dataset.name} {suite.dataset.split} "
             f"images, {(zoo / file).stat().st_size / 2**20:.2f} MiB -> {zoo / file}")
-    write_manifest(entries, zoo)
+    update_manifest(added, zoo)
     return added
 
 

@@ -145,3 +145,19 @@ def test_a_cuda_run_uses_the_zoos_cpu_weights_under_their_own_key(tmp_path, suit
     own.mkdir(parents=True)
     (own / "weights.safetensors").write_bytes(b"")
     assert pool(cuda, "cache_own").keys.run_devices == {}
+
+
+def test_zoo_adds_side_by_side_keep_each_others_entries(tmp_path):
+    """Two `robench zoo add` (one per model) each read the manifest at their start; the second to finish
+    must not write back the manifest it read, which lacks the first one's model (it did: 2026-12-02)."""
+    from robench.zoo import Entry, read_manifest, update_manifest, write_manifest
+
+    def entry(key):
+        return Entry(key=key, file=f"{key}.safetensors", sha256="0" * 64, config={}, command=f"robench zoo add s.yaml --model {key}")
+
+    write_manifest({"old": entry("old")}, tmp_path)
+    stale = read_manifest(tmp_path)  # what both runs read when they started
+    update_manifest([entry("a")], tmp_path)  # the first run finishes
+    assert "a" not in stale
+    update_manifest([entry("b")], tmp_path)  # the second, which started from `stale`
+    assert sorted(read_manifest(tmp_path)) == ["a", "b", "old"]
