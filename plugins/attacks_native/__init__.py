@@ -136,7 +136,7 @@ class _PDBase(robench.Attack):
         y = y.to(ctx.device)
         cost = None
         if self.params.refine:
-            from robench_plugins.exact.refine import RefineCost
+            from robench_plugins.exact import RefineCost
 
             cost = self._refine_cost = getattr(self, "_refine_cost", None) or RefineCost()  # over the cell's batches
         adv, _ = pd_attack(model.scores, x, y, self.config(), ctx.generator(offset=7), ctx.report, refine_cost=cost)

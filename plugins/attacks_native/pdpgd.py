@@ -170,13 +170,13 @@ def _run(
 
 def _refine(f: ScoresFn, x: torch.Tensor, y: torch.Tensor, best: _Best, cfg: PDConfig, cost, n_attacked: int) -> None:
     """The ``refine`` variant: the best adversarials through the shared boundary-refinement stage
-    (robench_plugins.exact.refine, the one the ``refine`` wrapper plugin runs): L1 / L2 / Linf
+    (robench_plugins.exact.refine, exported by that package; the one the ``refine`` wrapper plugin runs): L1 / L2 / Linf
     linearise the classifier and project onto its boundary inside the box (FAB's projection),
     ``cfg.refine_steps`` times; L0 reverts changed pixels greedily, smallest change first, while
     the input stays adversarial. A row is replaced only by an adversarial of no larger norm.
     ``cost`` (a RefineCost, or None) accumulates what it did and the passes it took."""
-    from robench.api import Norm
-    from robench_plugins.exact.refine import refine
+    from robench import Norm
+    from robench_plugins.exact import refine
 
     norm = Norm(best.norm)
     found = best.found

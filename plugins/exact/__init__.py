@@ -28,6 +28,7 @@ from robench.adapters import merge_best, predict
 from robench.errors import RobenchError
 
 from .network import UnsupportedNetwork, forward, lower
+from .refine import RefineCost, refine  # noqa: F401  (public: PDPGD's refine stage is this one)
 from .solver import Result, solve_sample
 
 __all__ = ["Exact", "ExactParams", "Refine", "RefineParams", "Verify", "VerifyParams", "torch_network", "lower", "solve_sample", "Result", "UnsupportedNetwork"]
@@ -245,13 +246,9 @@ class Refine(robench.Attack):
             self.inner = ctx.attack(params.attack, dict(params.attack_params))
         if self.inner.kind != "minimal":
             raise RobenchError(f"refine: {params.attack} is a {self.inner.kind} attack; refinement needs a minimal one")
-        from .refine import RefineCost
-
         self._cost = RefineCost()  # over the cell's batches
 
     def run(self, model, x, y, *, eps, ctx, source=None):
-        from .refine import refine
-
         adv = self.inner.run(model, x, y, eps=None, ctx=ctx, source=source).detach()
         out, count = refine(model, x, y, adv, self.norm, self.params.steps)
         self._cost.add(x, adv, out, self.norm, count)
