@@ -186,9 +186,10 @@ def _refine(f: ScoresFn, x: torch.Tensor, y: torch.Tensor, best: _Best, cfg: PDC
         cost.add(x, adv, out, norm, count, n=n_attacked)
     if not bool(found.any()):
         return
+    refined = torch.where(per_sample(found, out), out, x)  # rows without an adversarial: the input
     with torch.no_grad():
-        _, ok = margin_and_adv(f(torch.where(per_sample(found, out), out, x)), y)
-    value = lp_norm(torch.where(per_sample(found, out), out, x) - x, best.norm)
+        _, ok = margin_and_adv(f(refined), y)
+    value = lp_norm(refined - x, best.norm)
     better = found & ok & (value <= best.value)
     best.adv[better] = out[better]
     best.value[better] = value[better]
