@@ -213,19 +213,9 @@ class BatchTracker:
 
 
 def _delta_norm(xq: torch.Tensor, x_ref: torch.Tensor, norm: Norm) -> torch.Tensor:
-    """Per-row ``norm`` of ``xq - x_ref`` in float32: the values :func:`robench.norms.lp_norm` gives, with
-    fewer passes over the batch (the subtraction's temporary is reused in place; L0 of a 4-D batch sums
-    the absolute change over channels, a non-zero sum being a changed pixel, instead of a boolean any)."""
-    delta = xq.float() - x_ref.float()
-    if not delta[0].numel():  # no values (never empty otherwise: the caller has at least one candidate row)
-        return lp_norm(delta, norm)
-    if norm == Norm.L2:
-        return delta.flatten(1).norm(dim=1)
-    if norm == Norm.L0:
-        per_pixel = delta.abs_().sum(1) if delta.dim() == 4 else delta
-        return per_pixel.flatten(1).bool().sum(1).to(delta.dtype)  # bool(): non-zero, NaN included (as lp_norm counts)
-    delta.abs_()
-    return delta.flatten(1).sum(1) if norm == Norm.L1 else delta.flatten(1).amax(1)
+    """Per-row ``norm`` of ``xq - x_ref`` in float32 (:func:`robench.norms.lp_norm` on the subtraction's
+    temporary, which it may overwrite)."""
+    return lp_norm(xq.float() - x_ref.float(), norm, overwrite=True)
 
 
 def final_curve(curve: list[tuple[int, int, float]], success: bool, norm: float | None,

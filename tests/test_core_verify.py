@@ -10,7 +10,7 @@ import torch
 from robench import Norm
 from robench.metrics import wilson
 from robench.testing import LinearModel, minimal_perturbation
-from robench.norms import perturbation_norms
+from robench.norms import changed_pixels, lp_norm, perturbation_norms
 from robench.verify import verify
 
 
@@ -29,6 +29,32 @@ def test_l0_counts_pixels_not_channels():
     assert n[Norm.L1].item() == pytest.approx(0.5)
     assert n[Norm.Linf].item() == pytest.approx(0.2)
     assert n[Norm.L2].item() == pytest.approx(math.sqrt(3 * 0.01 + 0.04))
+
+
+@pytest.mark.parametrize("channels", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_l0_and_abs_norms_match_their_definitions_also_in_place(channels, dtype):
+    """The channel-sum L0 (and the in-place variants the tracker uses) say what the definitions say:
+    a pixel is changed iff some channel is non-zero, NaN counting as changed, -0.0 and 0 not."""
+    g = torch.Generator().manual_seed(channels)
+    delta = torch.rand(6, channels, 5, 5, generator=g, dtype=dtype)
+    delta[torch.rand(delta.shape, generator=g) < 0.8] = 0.0
+    if channels:
+        delta[0, 0, 0, 0], delta[1, -1, 2, 2], delta[2, 0, 1, 1] = float("nan"), -0.0, 1e-40
+        delta[3, 0, 3, 3] = -float("inf")
+    flat = delta.flatten(2)
+    reference_l0 = (flat != 0).any(1).sum(1).to(dtype) if channels else torch.zeros(6, dtype=dtype)
+    assert torch.equal(changed_pixels(delta), (delta != 0).any(1).flatten(1) if channels else torch.zeros(6, 25, dtype=torch.bool))
+    for overwrite in (False, True):
+        for norm, reference in ((Norm.L0, reference_l0),
+                                (Norm.L1, delta.flatten(1).abs().sum(1)),
+                                (Norm.Linf, delta.flatten(1).abs().amax(1) if channels else torch.zeros(6, dtype=dtype)),
+                                (Norm.L2, delta.flatten(1).norm(dim=1))):
+            before = delta.clone()
+            got = lp_norm(delta.clone() if overwrite else delta, norm, overwrite=overwrite)
+            assert torch.equal(got, reference) or torch.allclose(got, reference, equal_nan=True), (norm, overwrite)
+            assert got.dtype == dtype
+            assert torch.equal(delta.nan_to_num(), before.nan_to_num()), "the input changed without overwrite"
 
 
 def test_residue_below_1e6_is_cleaned_before_counting():
