@@ -103,6 +103,10 @@ class _PDBase(robench.Attack):
     randomized: ClassVar[bool] = True  # random restarts (seeded from ctx.seed)
     smooth: ClassVar[bool]
 
+    def __init__(self, params):
+        super().__init__(params)
+        self._refine_cost = None  # refine: true: the refinement's passes and time, summed over the cell's batches
+
     def config(self) -> PDConfig:
         p = self.params
         norm = str(self.norm)
@@ -134,11 +138,11 @@ class _PDBase(robench.Attack):
             )
         x = x.to(ctx.device)
         y = y.to(ctx.device)
-        cost = None
-        if self.params.refine:
+        if self.params.refine and self._refine_cost is None:
             from robench_plugins.exact import RefineCost
 
-            cost = self._refine_cost = getattr(self, "_refine_cost", None) or RefineCost()  # over the cell's batches
+            self._refine_cost = RefineCost()
+        cost = self._refine_cost if self.params.refine else None
         adv, _ = pd_attack(model.scores, x, y, self.config(), ctx.generator(offset=7), ctx.report, refine_cost=cost)
         if cost is not None:
             cost.record(ctx)
