@@ -12,7 +12,7 @@ from robench.claims import FAILS, HOLDS, OPEN, UNKNOWN, Results, evaluate
 from robench.errors import SuiteError
 from robench.metrics import compute
 from robench.report.export import rows_json
-from robench.report.reproduction import DEFAULT_COMMAND, generate
+from robench.report.reproduction import DEFAULT_COMMAND, DEFAULT_SOURCES, generate
 from robench.store import SampleRow, Store
 from robench.suite import load_suite
 from robench.suite_paper import Claim, PaperValue
@@ -162,7 +162,7 @@ def test_paper_and_claims_leave_the_suite_hash_alone(registry):
 
 @pytest.fixture(scope="module")
 def committed_pages():
-    return generate(ROOT / "docs" / "reproductions.yaml", [ROOT / "leaderboard" / "papers"], DEFAULT_COMMAND)
+    return generate(ROOT / "docs" / "reproductions.yaml", [ROOT / s for s in DEFAULT_SOURCES], DEFAULT_COMMAND)
 
 
 def test_the_committed_reproduction_pages_are_what_their_suites_and_results_give(committed_pages):
@@ -181,7 +181,7 @@ def test_a_changed_result_changes_the_page(tmp_path, committed_pages):
         if r["model"] == "mlp" and r["attack"] == "substitute":
             r["robust_accuracy"]["0.015625"] = 0.60
     (tmp_path / src.name).write_text(json.dumps(rows))
-    pages = generate(ROOT / "docs" / "reproductions.yaml", [tmp_path, ROOT / "leaderboard" / "papers"], DEFAULT_COMMAND)
+    pages = generate(ROOT / "docs" / "reproductions.yaml", [tmp_path, *(ROOT / s for s in DEFAULT_SOURCES)], DEFAULT_COMMAND)
     page = next(t for p, t in pages.items() if p.name == "reproductions-01loss.md")
     before = next(t for p, t in committed_pages.items() if p.name == "reproductions-01loss.md")
     line = "mlp01 / substitute @ 0.015625 > mlp / substitute @ 0.015625: "

@@ -205,7 +205,10 @@ def generate(spec: Path, sources: list[Path], command: str) -> dict[Path, str]:
 
 
 
-DEFAULT_COMMAND = "robench reproductions docs/reproductions.yaml --data leaderboard/papers"
+#: Where the committed pages' numbers come from: the paper suites' published results, then the per-sample
+#: exports of the headline suites (leaderboard/runs/<suite>/, e.g. cifar_l0 for the thesis's Table 5.5).
+DEFAULT_SOURCES = (Path("leaderboard/papers"), Path("leaderboard/runs"))
+DEFAULT_COMMAND = "robench reproductions docs/reproductions.yaml " + " ".join(f"--data {s.as_posix()}" for s in DEFAULT_SOURCES)
 
 
 def register_cli(app, fail) -> None:
@@ -219,12 +222,12 @@ def register_cli(app, fail) -> None:
         spec: Path = typer.Argument(Path("docs/reproductions.yaml"), help="the page list (pages, their suites and prose)"),
         data: Optional[List[Path]] = typer.Option(None, "--data", help="results: a store, a folder of runs, or a folder of published "
                                                   "<suite>.json exports; repeatable, the first that has a suite wins "
-                                                  "[default: leaderboard/papers]"),
+                                                  "[default: leaderboard/papers, then leaderboard/runs]"),
         check: bool = typer.Option(False, "--check", help="write nothing; exit 1 when a page differs from what its suites and results give"),
     ) -> None:
         """Generate the reproduction pages: per suite, the paper's numbers beside ours, each claim with the verdict
         computed from the results (95% intervals), and the suite's deviations from the paper."""
-        sources = list(data or [Path("leaderboard/papers")])
+        sources = list(data or DEFAULT_SOURCES)
         command = f"robench reproductions {spec.as_posix()} " + " ".join(f"--data {s.as_posix()}" for s in sources)
         try:
             pages = generate(spec, sources, command)
