@@ -53,6 +53,23 @@ def eps_options(values: Iterable[str]) -> dict[str, list[str]]:
     return out
 
 
+def arch_kwargs_options(values: Iterable[str]) -> dict[str, Any]:
+    """``["width=32", "name=vgg"]`` -> ``{"width": 32, "name": "vgg"}``: each value read as YAML (a number, a
+    boolean, a list, or else a string), as the suite file's ``kwargs:`` would read it."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for text in values:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise UserInputError(f"--arch-kwarg {text!r}: expected KEY=VALUE with KEY a Python name, e.g. width=32")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError as exc:
+            raise UserInputError(f"--arch-kwarg {text!r}: the value is not a YAML scalar or list ({exc.problem})") from None
+    return out
+
+
 def _yaml_eps(values: list[str]) -> list[Any]:
     out: list[Any] = []
     for v in values:
@@ -107,6 +124,8 @@ def suite_document(*, model: str, path: Path, out: Path, name: str, dataset: str
     else:
         if arch:
             raise UserInputError(f"--arch is for torch-file models; a {model} file holds its architecture")
+        if kwargs:
+            raise UserInputError(f"--arch-kwarg is for torch-file models (the arguments of --arch's factory), not {model}")
         params = {"file": _rel_or_abs(path, out)}
     if (mean is None) != (std is None):
         raise UserInputError("--mean and --std go together")
@@ -290,6 +309,9 @@ def register_cli(app, fail) -> None:
                                                 help="threat model, e.g. Linf=8/255 or L2=0.25,0.5 (repeatable) [default: Linf=8/255]"),
         arch: Optional[str] = typer.Option(None, "--arch", metavar="MODULE:FACTORY",
                                            help="torch-file: the factory that builds the net, package.module:factory or file.py:factory"),
+        arch_kwarg: Optional[List[str]] = typer.Option(None, "--arch-kwarg", metavar="KEY=VALUE",
+                                                       help="a keyword argument of the --arch factory, the value read as YAML "
+                                                            "(e.g. width=32); repeatable"),
         mean: Optional[str] = typer.Option(None, "--mean", metavar="M1,M2,..", help="per-channel mean the net expects (with --std)"),
         std: Optional[str] = typer.Option(None, "--std", metavar="S1,S2,..", help="per-channel std the net expects (with --mean)"),
         name: Optional[str] = typer.Option(None, "--name", help="model name in the leaderboard [default: the file's stem]"),
@@ -317,6 +339,7 @@ def register_cli(app, fail) -> None:
             doc = suite_document(
                 model=loader, path=path, out=out_dir, name=label, dataset=dataset, split=split, limit=limit,
                 attacks=attack_entries(reg, names, eps_text), eps=eps_text, arch=arch, device=device,
+                kwargs=arch_kwargs_options(arch_kwarg or []),
                 mean=[float(v) for v in mean.split(",")] if mean else None, std=[float(v) for v in std.split(",")] if std else None,
             )
             out_dir.mkdir(parents=True, exist_ok=True)

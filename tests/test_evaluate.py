@@ -72,11 +72,13 @@ def test_cli_evaluate_torch_file_and_onnx(net, tmp_path, monkeypatch):
     torch.onnx.export(net, (torch.zeros(1, 1, 8, 8),), str(tmp_path / "n.onnx"), dynamo=False, input_names=["x"],
                       dynamic_axes={"x": {0: "n"}})
     accs = {}
-    for model, extra in (("torch-file:w.safetensors", ["--arch", "arch.py:make"]), ("onnx:n.onnx", [])):
+    for model, extra in (("torch-file:w.safetensors", ["--arch", "arch.py:make", "--arch-kwarg", "hidden=32"]), ("onnx:n.onnx", [])):
         res = CliRunner().invoke(app, ["evaluate", "--model", model, *extra, "--dataset", "digits", "--limit", "20",
                                        "--attack", "fgsm", "--eps", "Linf=0.1", "--out", "o", "--quiet"])
         assert res.exit_code == 0, res.output
         accs[model] = [line for line in res.output.splitlines() if "fgsm" in line and "|" in line]
+        if model.startswith("torch-file"):  # the factory's argument is in the written suite, typed as YAML reads it
+            assert yaml.safe_load((tmp_path / "o" / "suite.yaml").read_text())["models"][0]["params"]["kwargs"] == {"hidden": 32}
     assert len(accs) == 2 and all(accs.values())
     # Both rows show the same numbers (same net): compare the cells after the model name.
     a, b = (rows[0].split("|")[3:] for rows in accs.values())
@@ -94,6 +96,14 @@ def test_cli_evaluate_errors_are_clear(tmp_path):
     assert r.exit_code == 2 and "--eps Linf=8/0" in r.output
     r = CliRunner().invoke(app, ["evaluate", "--model", f"torch-file:{tmp_path / 'w.pt'}", "--dataset", "digits", "--attack", "fgsm"])
     assert r.exit_code == 2 and "needs --arch" in r.output
+    for bad, says in ((["--arch", "a.py:make", "--arch-kwarg", "32"], "expected KEY=VALUE"),
+                      (["--arch", "a.py:make", "--arch-kwarg", "hidden=[1"], "not a YAML scalar"),
+                      (["--arch-kwarg", "hidden=32"], "needs --arch")):
+        r = CliRunner().invoke(app, ["evaluate", "--model", f"torch-file:{tmp_path / 'w.pt'}", *bad, "--dataset", "digits", "--attack", "fgsm"])
+        assert r.exit_code == 2 and says in " ".join(r.output.split()), (bad, r.output)
+    r = CliRunner().invoke(app, ["evaluate", "--model", f"torchscript:{tmp_path / 'w.pt'}", "--arch-kwarg", "hidden=32",
+                                 "--dataset", "digits", "--attack", "fgsm"])
+    assert r.exit_code == 2 and "--arch-kwarg is for torch-file models" in " ".join(r.output.split()), r.output
 
 
 def test_python_evaluate_returns_rows_and_reuses_by_content(net, tmp_path, monkeypatch):
