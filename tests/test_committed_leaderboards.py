@@ -26,7 +26,6 @@ BOARD = ROOT / "leaderboard"
 #: Boards whose results stores are not shipped (hours of CPU time), published from an older suite file.
 _NO_MATCH = "its suite hash no longer matches today's (the suite file, or what the hash covers, changed since)"
 STALE = {
-    "cifar_l0": f"its results store (a --limit 100 run) is not shipped; {_NO_MATCH}",
     "cifar_l0_quick": f"its results store is not shipped; {_NO_MATCH}",
     # grows from its export: robench merge leaderboard/runs/mnist_exact --into R/results.sqlite, then robench run
     # suites/mnist_exact.yaml --out R (only the new cells run), then robench publish R --to leaderboard/
