@@ -101,6 +101,7 @@ def _merge_files(sources: list[Path], files: dict[Path, Path], into: Path) -> Me
                 with dest.transaction():
                     for path, src in conns:
                         _merge_one(dest, path, src, report)
+                    _check_one_network_per_model(dest)
                     _record_merge(dest, conns)
             finally:
                 dest.close()
@@ -113,6 +114,20 @@ def _merge_files(sources: list[Path], files: dict[Path, Path], into: Path) -> Me
         for _, src in conns:
             src.close()
     return report
+
+
+def _check_one_network_per_model(dest: Store) -> None:
+    """Every model of a suite was attacked with one weight file in all the merged runs (their cards'
+    SHA-256); two (e.g. a model retrained on another machine) would put two networks under one name."""
+    from .provenance import recorded_weights
+
+    for suite in {r["suite"] for r in dest.rows("runs")}:
+        for (model, _), shas in recorded_weights(dest.rows("runs", order="id", suite=suite)).items():
+            if len(shas) > 1:
+                seen = ", ".join(f"{sha[:12]} (run {run})" for sha, run in shas.items())
+                raise MergeConflict(f"model {model} of suite {suite}: the stores' runs attacked different weights under one "
+                                    f"model ({seen}); merging would mix the results of two networks. Merge runs of one "
+                                    "weight file only (docs/zoo.md: the zoo gives every machine the same weights)")
 
 
 def _merge_one(dest: Store, path: Path, src: Store, report: MergeReport) -> None:

@@ -19,6 +19,7 @@ from .api import Context, DatasetInfo, Model, Params
 from .errors import RobenchError, UserInputError
 from .guard import ClassSnapshot, freeze
 from .plugins import Registry, plugin_version
+from .provenance import weights_mismatch
 from .seeds import seed_everything, stable_hash
 from .content import content_digests, key_view, sha256_file, suite_folder
 from .suite import Resolved
@@ -218,8 +219,10 @@ class ModelPool:
         cpu_key = model_key(self.resolved, self.registry, name, torch.device("cpu"))
         return cpu_key if cpu_key in manifest else None
 
-    def load(self, name: str, info: DatasetInfo) -> Model:
-        """Model ``name`` with its weights: from the cache, else trained now and cached."""
+    def load(self, name: str, info: DatasetInfo, recorded: dict | None = None) -> Model:
+        """Model ``name`` with its weights: from the cache, else trained now and cached. ``recorded``: the
+        weights a store's results were computed on (robench.provenance.recorded_weights); other weights
+        for this model are refused (UserInputError), so a store never holds results of two networks as one."""
         s = self.resolved.suite
         entry = next(m for m in s.models if m.name == name)
         spec = self.registry.get("model", entry.plugin)
@@ -277,6 +280,10 @@ class ModelPool:
         else:
             self.cards[name] = {"key": self.keys[name], **self._file_weights(params),
                                 "description": spec.description, "train_seconds": None}
+        clash = weights_mismatch(name, self.cards[name], recorded or {})
+        if clash:
+            del self.cards[name]  # nothing is attacked with these weights: no card for them
+            raise UserInputError(clash)
         model.to(self.device)
         model.eval()
         self.snapshots[name] = (_snapshot_state(model), ClassSnapshot(model))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 import time
@@ -52,3 +53,34 @@ def provenance(resolved: Resolved, registry: Registry, device: torch.device) -> 
         "git_commit": git_commit(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
+
+
+def recorded_weights(runs: list[dict]) -> dict[tuple[str, str], dict[str, int]]:
+    """(model name, model key) -> {weights SHA-256: the first run that recorded it}, from the runs'
+    provenance (``"models"``: the cards :class:`robench.models.ModelPool` writes). Models without a
+    weights file (complete at construction, no file) record no hash and are absent."""
+    out: dict[tuple[str, str], dict[str, int]] = {}
+    for r in runs:
+        prov = r["provenance"] if isinstance(r["provenance"], dict) else json.loads(r["provenance"])
+        for name, card in (prov.get("models") or {}).items():
+            if isinstance(card, dict) and card.get("weights_sha256") and card.get("key"):
+                out.setdefault((name, card["key"]), {}).setdefault(card["weights_sha256"], r["id"])
+    return out
+
+
+def weights_mismatch(model: str, card: dict, recorded: dict[tuple[str, str], dict[str, int]]) -> str | None:
+    """Why the weights this run loaded for ``model`` (its card) may not be attacked into this store: they
+    are not the weights its stored results were computed on. None when they are, or nothing is recorded.
+
+    Training is deterministic on one machine but not across CPUs (BLAS kernels round differently), so a
+    model retrained elsewhere is another model under the same name and key; its results must not be
+    stored beside the first one's (the board would show cells of two networks as one)."""
+    known = recorded.get((model, card.get("key"))) or {}
+    sha = card.get("weights_sha256")
+    if not sha or not known or sha in known:
+        return None
+    other, run_id = next(iter(known.items()))
+    return (f"model {model}: its weights ({card.get('weights_origin', 'loaded')}, SHA-256 {sha[:12]}) are not the weights the "
+            f"results already stored for it were computed on ({other[:12]}, run {run_id} of this store); robench does not mix "
+            "results of two weight files under one model. Attack the original weights (their file in the cache, or in the "
+            "model zoo: docs/zoo.md), or run into a new --out")

@@ -24,7 +24,7 @@ from .models import ModelPool, default_cache_dir, resolve_device
 from .paths import check_output_dir, confine_paths
 from .plan import cell_key, cell_label, plan_cells, select_shard, shard_positions
 from .plugins import Registry
-from .provenance import provenance
+from .provenance import provenance, recorded_weights
 from .store import Store, StoreLock, check_store_file
 from .suite import Resolved
 
@@ -316,11 +316,12 @@ class Runner:
         mine = positions if positions is not None else range(len(data.x))
         self.rep.plan(self._plan(store, data, cells, needed, mine))
 
+        recorded = recorded_weights(store.runs(s.name))  # the weights earlier runs' results were computed on
         for m in s.models:
             if m.name not in needed:
                 continue
             try:
-                model = self.pool.load(m.name, data.info)
+                model = self.pool.load(m.name, data.info, recorded=recorded)
                 pred = _predict_all(CountingModel(model, f"model plugin {m.plugin}"), data.x, self.device)
                 # a sample shard stores the clean predictions of its samples only: its leaderboard covers them
                 if not {data.indices[i] for i in mine} <= store.clean_indices(s.name, m.name, self.model_keys[m.name]):
