@@ -9,8 +9,10 @@ sample ``i``. The rows of any other call (a subset of the batch, or the batch re
 restarts, a population) cannot be attributed without guessing, so such a call charges **every**
 sample ``ceil(n / B)`` passes, AttackBench's per-call rule (one call = one pass for all samples,
 ``k`` passes for ``k`` copies). An adapter that hands a library a subset of the batch (the correctly
-classified samples, in chunks: :func:`robench.adapters.run_on_correct`) says which samples through
-:meth:`BatchTracker.focus`; its calls are then attributed (and charged) among those samples only.
+classified samples, in chunks: :func:`robench.adapters.run_on_correct`), or an attack that queries a
+subset or a population (several candidates of one sample per call), says whose rows they are through
+:meth:`BatchTracker.focus` (row ``i`` of a call of ``len(rows)`` rows is a pass of sample ``rows[i]``;
+samples may repeat); its calls are then attributed (and charged) among those samples only.
 The rule is not adversary-proof: a call of ``n < B`` rows that
 all perturb one sample gives that sample ``n`` queries for one charged pass; the harness's reported
 forward/backward counts (rows actually computed) are unchanged by budgets and stay exact.
@@ -91,23 +93,30 @@ class BatchTracker:
         self._done_dev = clean_wrong.to(x.device)  # bounded: first success found; minimal: norm 0 (cannot improve)
         self._best_dev = self.best.to(x.device, torch.float32)
         self._all_done = bool(clean_wrong.all())
-        self._rows: torch.Tensor | None = None  # focus(): the batch samples the calls are for (None: all)
+        self._rows: torch.Tensor | None = None  # focus(): the batch sample of each row of a call (None: row i is sample i)
         self._rows_dev: torch.Tensor | None = None
-        self._ref: tuple[torch.Tensor, torch.Tensor] = (self.x, self.y)  # inputs and labels of those samples
+        self._samples: torch.Tensor | None = None  # focus(): the distinct samples of _rows (what other calls charge)
+        self._repeats = False  # focus(): some sample has several rows (a population: candidates, runs, restarts)
+        self._ref: tuple[torch.Tensor, torch.Tensor] = (self.x, self.y)  # inputs and labels of those rows
 
     @contextlib.contextmanager
     def focus(self, rows: torch.Tensor):
-        """Within the block the attack's calls are for the batch samples ``rows`` only (an adapter that
-        hands a library a subset of the batch: the correctly classified samples, in chunks). A call of
-        ``len(rows)`` rows is attributed row by row to those samples; any other call charges only them."""
-        saved = self._rows, self._rows_dev, self._ref
-        self._rows = rows.detach().cpu().long()
+        """Within the block the attack's calls are for the batch samples ``rows``: a call of ``len(rows)``
+        rows is attributed row by row, row ``i`` a pass of sample ``rows[i]``; any other call charges
+        only the samples in ``rows``. ``rows`` may repeat a sample: an attack that evaluates several
+        candidates per sample in one call (a population, one run per target class) names each row's
+        sample, so every candidate is one pass of its own sample and is tracked as such. Used by the
+        adapters (the correctly classified samples, in chunks) and by attacks on subsets of the batch."""
+        saved = self._rows, self._rows_dev, self._samples, self._repeats, self._ref
+        self._rows = rows.detach().cpu().long().flatten()
+        self._samples = torch.unique(self._rows)
+        self._repeats = len(self._samples) < len(self._rows)
         self._rows_dev = self._rows.to(self.x.device)
         self._ref = (self.x[self._rows_dev], self.y[self._rows_dev])  # once per block, not once per model call
         try:
             yield
         finally:
-            self._rows, self._rows_dev, self._ref = saved
+            self._rows, self._rows_dev, self._samples, self._repeats, self._ref = saved
 
     def _width(self) -> int:
         return self.n if self._rows is None else len(self._rows)
@@ -124,26 +133,44 @@ class BatchTracker:
         self.blanked_rows += int((~live).sum())
         return torch.where(live.to(out.device)[:, None], out, torch.zeros((), dtype=out.dtype, device=out.device))
 
-    def backward_mask(self, n: int) -> torch.Tensor | None:
-        """Charge one backward pass through ``n`` score rows; a (n,) mask of the rows whose gradient may flow (None: all)."""
-        return self._charge(self.backward, n, self.budget.backward if self.budget else None)
+    def focus_state(self) -> tuple:
+        """The current focus, for :meth:`backward_mask` (a backward pass is charged as its forward was)."""
+        return self._rows, self._samples, self._repeats
+
+    def backward_mask(self, n: int, state: tuple | None = None) -> torch.Tensor | None:
+        """Charge one backward pass through ``n`` score rows, attributed as ``state`` (:meth:`focus_state`
+        at the forward call) says; a (n,) mask of the rows whose gradient may flow (None: all)."""
+        saved = self._rows, self._samples, self._repeats
+        if state is not None:
+            self._rows, self._samples, self._repeats = state
+        try:
+            return self._charge(self.backward, n, self.budget.backward if self.budget else None)
+        finally:
+            self._rows, self._samples, self._repeats = saved
 
     def _charge(self, spent: torch.Tensor, n: int, limit: int | None) -> torch.Tensor | None:
         """Charge a call of ``n`` rows to ``spent`` (per sample, in place) under ``limit``; the (n,) mask
         of the rows answered within budget, or None when all are (the common case, no mask built)."""
-        sel = slice(None) if self._rows is None else self._rows  # the samples the call is for
         m = self._width()
-        if n == m:  # row i is the i-th focused sample's pass
-            if limit is None:
-                if self._rows is None:
+        if n == m:  # row i is a pass of sample i (or of the focused row's sample)
+            if self._rows is None:
+                if limit is None:
                     spent.add_(1)  # one op (indexing with a slice then adding is three)
-                else:
-                    spent[sel] += 1
+                    return None
+                live = spent < limit
+                spent.add_(live.long())
+                return None if bool(live.all()) else live
+            rows = self._rows
+            if limit is None:
+                spent.index_add_(0, rows, torch.ones(n, dtype=torch.long))  # repeated samples pay once per row
                 return None
-            live = spent[sel] < limit
-            spent[sel] += live.long()
+            # a sample's k-th row of this call is live while its spent passes + k stay under the limit
+            live = spent[rows] + (_rank_within(rows) if self._repeats else 0) < limit
+            spent.index_add_(0, rows, live.long())
             return None if bool(live.all()) else live
-        k = -(-n // m) if m else 0  # unattributed: every focused sample pays ceil(n / m)
+        sel = slice(None) if self._rows is None else self._samples  # unattributed: the samples the call is for
+        width = self.n if self._rows is None else len(self._samples)
+        k = -(-n // width) if width else 0  # each pays ceil(n / width)
         if limit is None or bool((spent[sel] + k <= limit).all()):
             spent[sel] += k
             return None
@@ -197,6 +224,9 @@ class BatchTracker:
             if not len(local):
                 return
             idx_dev = local if focus is None else focus[local]  # batch sample of each kept row
+            if self._repeats:  # several rows of one sample: keep its smallest (the first of equals)
+                keep = _smallest_per_sample(idx_dev, kept)
+                local, kept, idx_dev = local[keep], kept[keep], idx_dev[keep]
             if self.best_x is None:
                 self.best_x = torch.full_like(self.x, float("nan"), dtype=torch.float32)
             self.best_x[idx_dev] = xq[local].float()
@@ -210,6 +240,26 @@ class BatchTracker:
             for i, v in zip(idx.tolist(), vals.tolist()):
                 self.curves[i].append((int(self.forward[i]), int(self.backward[i]), float(v)))
             self._all_done = bool(self._done_dev.all())
+
+
+def _rank_within(rows: torch.Tensor) -> torch.Tensor:
+    """For each position, how many earlier positions hold the same value ([3, 1, 3, 3] -> [0, 0, 1, 2])."""
+    order = torch.argsort(rows, stable=True)
+    ranked = rows[order]
+    pos = torch.arange(len(rows))
+    starts = torch.where(torch.cat([torch.ones(1, dtype=torch.bool), ranked[1:] != ranked[:-1]]), pos, 0)
+    rank = torch.empty_like(pos)
+    rank[order] = pos - torch.cummax(starts, 0).values
+    return rank
+
+
+def _smallest_per_sample(samples: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
+    """Positions to keep: per distinct sample, its row of smallest norm (the first of equal ones)."""
+    order = torch.argsort(norms, stable=True)  # smallest first, ties in row order
+    by_sample = order[torch.argsort(samples[order], stable=True)]
+    s = samples[by_sample]
+    first = torch.cat([torch.ones(1, dtype=torch.bool, device=s.device), s[1:] != s[:-1]])
+    return by_sample[first]
 
 
 def _delta_norm(xq: torch.Tensor, x_ref: torch.Tensor, norm: Norm) -> torch.Tensor:

@@ -94,10 +94,12 @@ class CountingModel(Model):
         if tracker is not None:
             out = tracker.forward_call(x, out)  # charged per sample; rows past the budget come back constant
         if out.requires_grad:
+            state = tracker.focus_state() if tracker is not None else None  # whose rows these are, as at this call
+
             def count(grad, n=n):
                 self.backward_rows += n
                 if tracker is not None:
-                    live = tracker.backward_mask(n)
+                    live = tracker.backward_mask(n, state)
                     if live is not None:  # past the backward budget: no gradient for those rows
                         grad = grad * live.to(grad.device, grad.dtype)[:, None]
                 return grad

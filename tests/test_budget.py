@@ -426,3 +426,94 @@ def test_tracked_best_matches_a_row_by_row_reference(norm):
     assert tracker.best.tolist() == pytest.approx(best, rel=1e-6)
     assert [[(f, b) for f, b, _ in c] for c in tracker.curves] == [[(f, b) for f, b, _ in c] for c in curves]
     assert sum(len(c) for c in curves) > n  # the calls did improve some samples more than once
+
+
+def test_repeated_focus_rows_are_each_a_pass_of_their_sample():
+    """A population call (several candidate rows per sample, in any order): every row is one pass of its own
+    sample; under a budget a sample's rows past its passes are blanked in call order; the best of a call is
+    its smallest adversarial row of that sample, recorded with the passes spent after the call."""
+    from robench.norms import lp_norm
+
+    g = torch.Generator().manual_seed(5)
+    n = 5
+    x = 0.3 + 0.4 * torch.rand(n, *INFO.input_shape, generator=g)
+    y = torch.zeros(n, dtype=torch.long)
+    t = BatchTracker(x, y, y, Norm.L2, None, Budget(forward=6, backward=4))
+    spent, best, curves = [0] * n, [math.inf] * n, [[] for _ in range(n)]
+    for call in range(6):
+        rows = torch.randint(0, n, (9,), generator=g)
+        q = (x[rows] + 0.2 * torch.randn(len(rows), *INFO.input_shape, generator=g)).clamp(0, 1)
+        scores = torch.zeros(len(rows), 2)
+        wrong = torch.rand(len(rows), generator=g) < 0.6
+        scores[wrong, 1] = 1.0
+        scores[~wrong, 0] = 1.0
+        with t.focus(rows):
+            got = t.forward_call(q, scores)
+        live = []
+        for i in rows.tolist():  # the reference: rows in call order, each within its sample's budget or not
+            live.append(spent[i] < 6)
+            spent[i] += live[-1]
+        live = torch.tensor(live)
+        assert torch.equal(got[~live], torch.zeros(int((~live).sum()), 2)) and torch.equal(got[live], scores[live])
+        for i in set(rows.tolist()):
+            mine = [j for j in range(len(rows)) if rows[j] == i and live[j] and wrong[j]]
+            if mine:
+                v = min(float(lp_norm(q[j : j + 1] - x[i : i + 1], Norm.L2)[0]) for j in mine)
+                if v < best[i]:
+                    best[i] = v
+                    curves[i].append(spent[i])
+    assert t.forward.tolist() == spent and max(spent) == 6  # the budget was reached
+    assert t.best.tolist() == pytest.approx(best, rel=1e-5)
+    assert [[f for f, _, _ in c] for c in t.curves] == curves
+    assert any(len(c) > 1 for c in curves)
+    # a backward pass is charged as its forward call was focused, also when it runs after the block
+    rows = torch.tensor([2, 2, 0])
+    with t.focus(rows):
+        state = t.focus_state()
+    before = t.backward.clone()
+    assert t.backward_mask(3, state) is None
+    assert (t.backward - before).tolist() == [1, 0, 2, 0, 0]
+
+
+@pytest.mark.parametrize("plugin", ["pdpgd", "jsma", "pixel"])
+def test_native_attacks_on_subsets_are_tracked_during_the_run(plugin):
+    """PDPGD (on the correctly classified samples), JSMA (one run per target and theta) and the pixel attack (a
+    population per image) query subsets or populations; they name each row's sample, so their best-so-far curves
+    show what they found along the way, not only their final result."""
+    from robench.plugins import get_registry
+
+    spec = get_registry().get("attack", plugin)
+    g = torch.Generator().manual_seed(2)
+    info = DatasetInfo("toy", (3, 4, 4), tuple("abc"))
+
+    class Conv(Model):
+        trainable = False
+
+        def __init__(self):
+            super().__init__(NoParams(), info)
+            self.lin = torch.nn.Linear(48, 3)
+            with torch.no_grad():
+                self.lin.weight.copy_(torch.randn(3, 48, generator=g))
+                self.lin.bias.zero_()
+
+        def scores(self, x):
+            return self.lin(x.flatten(1))
+
+    model = Conv()
+    x = torch.rand(8, 3, 4, 4, generator=g)
+    with torch.no_grad():
+        y = model.scores(x).argmax(1)
+    y[0] = (y[0] + 1) % 3  # one sample misclassified: the attacks work on a subset of the batch
+    sha = [hashlib.sha256(x[i].numpy().tobytes()).hexdigest() for i in range(8)]
+    data = EvalData(info, x, y, list(range(8)), sha)
+    params = spec.factory.Params(**({"norm": "L0", "steps": 60} if plugin == "pdpgd" else {}))
+    job = make_job(data, model, norm=Norm.L0)
+    batches = list(attack_cell(job, spec.factory, params, model, None, data, torch.device("cpu"), None, lambda m: None))
+    rows = [r for b in batches for r in b.rows]
+    found = [r for r in rows[1:] if r.success]
+    assert found, "the attack broke nothing on this model"
+    # curves start before the batch's last pass: the tracker saw the attack's own queries
+    last = max(r.curve[-1][0] for r in found)
+    assert any(r.curve[0][0] < last for r in found), [r.curve for r in found]
+    assert len({r.curve[-1][0] for r in found}) > 1, "each sample's best is dated by its own passes"
+    assert all(r.curve[-1][2] == r.l0 for r in found)

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator
 
 import robench
 from robench import Norm
+from robench.adapters import focus
 
 from .pdpgd import PDConfig, pd_attack
 from .jsma import JSMA
@@ -143,7 +144,8 @@ class _PDBase(robench.Attack):
 
             self._refine_cost = RefineCost()
         cost = self._refine_cost if self.params.refine else None
-        adv, _ = pd_attack(model.scores, x, y, self.config(), ctx.generator(offset=7), ctx.report, refine_cost=cost)
+        adv, _ = pd_attack(model.scores, x, y, self.config(), ctx.generator(offset=7), ctx.report, refine_cost=cost,
+                           focus=lambda rows: focus(model, rows))
         if cost is not None:
             cost.record(ctx)
         return adv

@@ -25,6 +25,7 @@ The scores are the model's raw scores (ART's ``class_gradient`` differentiates t
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable, ClassVar
 
@@ -33,6 +34,7 @@ from pydantic import Field, field_validator
 
 import robench
 from robench import Norm
+from robench.adapters import focus
 from robench.norms import changed_pixels
 
 Scores = Callable[[torch.Tensor], torch.Tensor]
@@ -47,14 +49,18 @@ def jsma(
     gamma: float = 1.0,
     batch_size: int = 256,
     report: Callable[[int, int], None] | None = None,
+    focus: Callable[[torch.Tensor], contextlib.AbstractContextManager] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """JSMA over every target class and theta for a batch ``x`` (N, C, H, W) with labels ``y``.
 
     Returns ``(adv, steps)``: ``adv`` holds per sample the adversarial with the fewest changed
     pixels (NaN rows where no run found one; the input itself where the model already misclassifies
     it) and ``steps`` the number of forward passes made per run (for bookkeeping). ``batch_size`` is
-    the number of runs evaluated in one forward/backward call.
+    the number of runs evaluated in one forward/backward call. ``focus(samples)`` (robench.adapters.focus)
+    names the batch sample of each row of a call, so the harness charges and tracks every run's pass
+    as its own sample's.
     """
+    watch = focus or (lambda rows: contextlib.nullcontext())
     n = len(x)
     shape = x.shape[1:]
     d = int(math.prod(shape))
@@ -89,7 +95,7 @@ def jsma(
         for lo in range(0, len(idx), batch_size):
             part = idx[lo : lo + batch_size]
             xb = batch[part].view(-1, *shape).clone().requires_grad_(True)
-            with torch.enable_grad():
+            with torch.enable_grad(), watch(sample[part]):
                 s = scores(xb)
                 (g,) = torch.autograd.grad(s.gather(1, target[part, None]).sum(), xb)
             grads[lo : lo + len(part)] = g.reshape(len(part), d)
@@ -163,6 +169,7 @@ class JSMA(robench.Attack):
         adv, steps = jsma(
             model.scores, x.to(ctx.device), y.to(ctx.device),
             thetas=p.thetas, gamma=p.gamma, batch_size=p.batch_size, report=ctx.report,
+            focus=lambda rows: focus(model, rows),
         )
         ctx.record("steps_per_run_mean", float(steps.double().mean()) if len(steps) else 0.0)
         return adv

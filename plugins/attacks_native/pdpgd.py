@@ -18,6 +18,7 @@ harness does) is kept over iterations, restarts, the learning-rate grid and the 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -203,9 +204,12 @@ def pd_attack(
     gen: torch.Generator,
     progress: Callable[[int, int], None] | None = None,
     refine_cost=None,
+    focus: Callable[[torch.Tensor], contextlib.AbstractContextManager] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run PDGD/PDPGD on a batch; returns (adversarials, their norms). With ``cfg.refine``,
     ``refine_cost`` (a robench_plugins.exact.refine.RefineCost) accumulates the refinement's cost.
+    ``focus(rows)`` (robench.adapters.focus) tells the harness which batch samples the calls on a
+    subset are for, so that its budgets and best-so-far tracking see them per sample.
 
     Samples the model already misclassifies are returned unchanged with norm 0 (no optimisation).
     Rows without an adversarial are returned equal to the input with norm inf.
@@ -234,32 +238,35 @@ def pd_attack(
         if progress is not None and (done[0] % 10 == 0 or done[0] == total):
             progress(done[0], total)
 
-    lam0 = torch.full((len(xs),), cfg.lambda_init, device=x.device)
-    for lr in cfg.lrs:
-        for restart in range(cfg.restarts):
-            if restart == 0:
-                r0 = torch.zeros_like(xs)
-            else:  # uniform noise in [-init_range, init_range] (thesis: 0.5 MNIST, 0.25 CIFAR-10)
-                noise = torch.rand(xs.shape, generator=gen, dtype=xs.dtype)
-                r0 = ((2 * noise - 1) * cfg.init_range).to(xs.device)
-            _run(f, xs, ys, r0, lr, lam0, cfg.steps, cfg, best, tick)
+    watch = focus or (lambda rows: contextlib.nullcontext())
+    with watch(todo):  # the optimisation's calls are for the correctly classified samples
+        lam0 = torch.full((len(xs),), cfg.lambda_init, device=x.device)
+        for lr in cfg.lrs:
+            for restart in range(cfg.restarts):
+                if restart == 0:
+                    r0 = torch.zeros_like(xs)
+                else:  # uniform noise in [-init_range, init_range] (thesis: 0.5 MNIST, 0.25 CIFAR-10)
+                    noise = torch.rand(xs.shape, generator=gen, dtype=xs.dtype)
+                    r0 = ((2 * noise - 1) * cfg.init_range).to(xs.device)
+                _run(f, xs, ys, r0, lr, lam0, cfg.steps, cfg, best, tick)
 
-    if cfg.finetune_steps > 0:
-        found = best.found.nonzero().squeeze(1)
-        if len(found) > 0:
-            sub = _Best(xs[found], cfg.norm)
-            sub.adv, sub.value, sub.tie = best.adv[found].clone(), best.value[found].clone(), best.tie[found].clone()
-            sub.lam, sub.lr = best.lam[found].clone(), best.lr[found].clone()
-            # restart from the best adversarial, at the lambda it was found with and a smaller step
-            lr = float(sub.lr.median()) * cfg.finetune_lr
-            _run(f, xs[found], ys[found], sub.adv - xs[found], lr, sub.lam.clamp_min(1e-12), cfg.finetune_steps, cfg, sub, tick)
-            best.adv[found], best.value[found], best.tie[found] = sub.adv, sub.value, sub.tie
-        else:
-            for _ in range(cfg.finetune_steps):
-                tick()
+        if cfg.finetune_steps > 0:
+            found = best.found.nonzero().squeeze(1)
+            if len(found) > 0:
+                sub = _Best(xs[found], cfg.norm)
+                sub.adv, sub.value, sub.tie = best.adv[found].clone(), best.value[found].clone(), best.tie[found].clone()
+                sub.lam, sub.lr = best.lam[found].clone(), best.lr[found].clone()
+                # restart from the best adversarial, at the lambda it was found with and a smaller step
+                lr = float(sub.lr.median()) * cfg.finetune_lr
+                with watch(todo[found]):
+                    _run(f, xs[found], ys[found], sub.adv - xs[found], lr, sub.lam.clamp_min(1e-12), cfg.finetune_steps, cfg, sub, tick)
+                best.adv[found], best.value[found], best.tie[found] = sub.adv, sub.value, sub.tie
+            else:
+                for _ in range(cfg.finetune_steps):
+                    tick()
 
-    if cfg.refine:
-        _refine(f, xs, ys, best, cfg, refine_cost, len(x))
+        if cfg.refine:
+            _refine(f, xs, ys, best, cfg, refine_cost, len(x))
 
     out[todo] = best.adv
     norms[todo] = best.value

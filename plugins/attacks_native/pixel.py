@@ -34,6 +34,7 @@ model's own floating-point differences.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable, ClassVar, Literal
 
@@ -42,6 +43,7 @@ from pydantic import Field
 
 import robench
 from robench import Norm
+from robench.adapters import focus
 from robench.norms import changed_pixels
 
 Scores = Callable[[torch.Tensor], torch.Tensor]
@@ -84,13 +86,17 @@ def pixel_attack(
     channels_last: bool = True,
     generator: torch.Generator,
     report: Callable[[int, int], None] | None = None,
+    focus: Callable[[torch.Tensor], contextlib.AbstractContextManager] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Differential evolution over ``pixels`` (row, column, value per channel) tuples per image.
 
     ``population`` is ART's 400 (the population is ``max(5, (population // D) * D)``). Returns
     ``(adv, queries)``: ``adv`` is NaN where no adversarial was found (the input where the model
-    already misclassifies it) and ``queries`` the model evaluations per image.
+    already misclassifies it) and ``queries`` the model evaluations per image. ``focus(samples)``
+    (robench.adapters.focus) names the batch sample of each candidate row of a call, so the harness
+    charges and tracks every candidate as a pass of its own sample.
     """
+    watch = focus or (lambda rows: contextlib.nullcontext())
     n = len(x)
     if x.dim() != 4:
         raise ValueError(f"pixel attack: images must be (N, C, H, W), got shape {tuple(x.shape)}")
@@ -174,7 +180,8 @@ def pixel_attack(
             rows = miss[start : start + batch_size]
             part = uniq[rows]
             imgs, changed = _perturb(x, part[:, 0].to(dev), part[:, 1:].to(dev), pixels, ch, h, w)
-            s = forward(imgs)
+            with watch(part[:, 0]):
+                s = forward(imgs)
             lab = y[part[:, 0].to(dev)]
             e[rows] = energy(s.double(), lab, loss).cpu()
             adv[rows] = (s.argmax(1) != lab).cpu()
@@ -315,6 +322,7 @@ class Pixel(robench.Attack):
             model.scores, x.to(ctx.device), y.to(ctx.device),
             pixels=p.pixels, max_iter=p.max_iter, population=p.population, loss=p.loss,
             batch_size=p.batch_size, channels_last=p.channels_last, generator=ctx.generator(offset=4099), report=ctx.report,
+            focus=lambda rows: focus(model, rows),
         )
         q = queries.double()
         ctx.record("queries_mean", float(q.mean()) if len(q) else 0.0)
