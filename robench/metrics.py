@@ -369,7 +369,11 @@ def masking_warnings(rows: list[Row], config: dict[str, Any]) -> list[str]:
                     "(an unbounded attack should almost always succeed: masking, or too small a budget)"
                 )
             if r.rejected:
-                warnings.append(f"{model} / {r.attack}: {r.rejected} adversarial(s) returned by the attack were rejected by verification")
+                blanked = any(v > 0 for k, v in r.records.items() if k.split("@")[0] == "budget_blanked_rows")
+                warnings.append(f"{model} / {r.attack}: {r.rejected} adversarial(s) returned by the attack were rejected by verification"
+                                + (" (the budget bound it: past a sample's budget the attack sees constant scores, argmax class 0, "
+                                   "and can take a point for adversarial that is not; its verified best within budget is kept)"
+                                   if blanked else ""))
             if r.status != "done":
                 warnings.append(f"{model} / {r.attack}: cell status {r.status}" + (f" ({r.errors[0].strip().splitlines()[-1]})" if r.errors else ""))
     return warnings

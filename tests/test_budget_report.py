@@ -213,3 +213,19 @@ def test_cifar_l0_budget_suite_on_a_small_model(tmp_path):
     assert sorted(c[1].text for c in t.rows) == sorted(a["name"] for a in small["attacks"])
     fmn = res.curves[("mlp", "fmn-l0", "L0")]
     assert any(len(c) > 1 or (c and 0 < c[0][0] < 500) for c in fmn), fmn  # tracked per call, not one closing point
+
+
+def test_rejections_under_a_binding_budget_are_explained():
+    """Past its budget an attack sees constant scores and may return a point it took for adversarial: the
+    board's rejection warning says so when the budget bound the cell, and only then."""
+    from robench.metrics import Row, masking_warnings
+
+    def row(blanked: float) -> Row:
+        return Row(suite="s", model="m", attack="pixel", norm="L0", kind="minimal", n=10, clean_accuracy=1.0,
+                   robust_accuracy={}, robust_ci={}, mean_norm=1.0, median_norm=1.0, success_rate=1.0, rejected=3,
+                   records={"budget_blanked_rows": blanked})
+
+    (bound,) = [w for w in masking_warnings([row(120.0)], {}) if "rejected" in w]
+    assert "the budget bound it" in bound and "3 adversarial(s)" in bound
+    (free,) = [w for w in masking_warnings([row(0.0)], {}) if "rejected" in w]
+    assert "budget" not in free
