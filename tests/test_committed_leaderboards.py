@@ -27,9 +27,6 @@ BOARD = ROOT / "leaderboard"
 _NO_MATCH = "its suite hash no longer matches today's (the suite file, or what the hash covers, changed since)"
 STALE = {
     "cifar_l0_quick": f"its results store is not shipped; {_NO_MATCH}",
-    # grows from its export: robench merge leaderboard/runs/mnist_exact --into R/results.sqlite, then robench run
-    # suites/mnist_exact.yaml --out R (only the new cells run), then robench publish R --to leaderboard/
-    "mnist_exact": "the suite gained its L2 cells (exact-l2, verify-l2, eight L2 attacks) after the board was published",
 }
 #: Every committed board with its suite file: ``leaderboard/<x>.md`` <- ``suites/<x>.yaml``, likewise under papers/.
 BOARDS = sorted(p.relative_to(BOARD).with_suffix("").as_posix() for p in [*BOARD.glob("*.md"), *BOARD.glob("papers/*.md")]
