@@ -129,7 +129,7 @@ class BatchTracker:
     def forward_call(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Charge one ``scores`` call, blank what is past budget, update best-so-far; returns the scores the attack gets."""
         n = out.shape[0]
-        live = self._charge(self.forward, n, self.budget.forward if self.budget else None)
+        live = self._charge(self.forward, n, self.budget.forward if self.budget else None, self.focus_state())
         if self.track and n == self._width():
             self._observe(x, out, live)
         if live is None:
@@ -138,42 +138,39 @@ class BatchTracker:
         return torch.where(live.to(out.device)[:, None], out, torch.zeros((), dtype=out.dtype, device=out.device))
 
     def focus_state(self) -> tuple:
-        """The current focus, for :meth:`backward_mask` (a backward pass is charged as its forward was)."""
+        """The current focus (rows, distinct samples, repeats), which attributes a call's charge; the wrapper
+        keeps the one of a forward call for its backward pass (charged as the forward was, wherever it runs)."""
         return self._rows, self._samples, self._repeats
 
     def backward_mask(self, n: int, state: tuple | None = None) -> torch.Tensor | None:
         """Charge one backward pass through ``n`` score rows, attributed as ``state`` (:meth:`focus_state`
         at the forward call) says; a (n,) mask of the rows whose gradient may flow (None: all)."""
-        saved = self._rows, self._samples, self._repeats
-        if state is not None:
-            self._rows, self._samples, self._repeats = state
-        try:
-            return self._charge(self.backward, n, self.budget.backward if self.budget else None)
-        finally:
-            self._rows, self._samples, self._repeats = saved
+        return self._charge(self.backward, n, self.budget.backward if self.budget else None,
+                            self.focus_state() if state is None else state)
 
-    def _charge(self, spent: torch.Tensor, n: int, limit: int | None) -> torch.Tensor | None:
-        """Charge a call of ``n`` rows to ``spent`` (per sample, in place) under ``limit``; the (n,) mask
-        of the rows answered within budget, or None when all are (the common case, no mask built)."""
-        m = self._width()
+    def _charge(self, spent: torch.Tensor, n: int, limit: int | None, state: tuple) -> torch.Tensor | None:
+        """Charge a call of ``n`` rows to ``spent`` (per sample, in place) under ``limit``, attributed by
+        the focus ``state`` (:meth:`focus_state`); the (n,) mask of the rows answered within budget, or
+        None when all are (the common case, no mask built)."""
+        rows, samples, repeats = state
+        m = self.n if rows is None else len(rows)
         if n == m:  # row i is a pass of sample i (or of the focused row's sample)
-            if self._rows is None:
+            if rows is None:
                 if limit is None:
                     spent.add_(1)  # one op (indexing with a slice then adding is three)
                     return None
                 live = spent < limit
                 spent.add_(live.long())
                 return None if bool(live.all()) else live
-            rows = self._rows
             if limit is None:
                 spent.index_add_(0, rows, torch.ones(n, dtype=torch.long))  # repeated samples pay once per row
                 return None
             # a sample's k-th row of this call is live while its spent passes + k stay under the limit
-            live = spent[rows] + (_rank_within(rows) if self._repeats else 0) < limit
+            live = spent[rows] + (_rank_within(rows) if repeats else 0) < limit
             spent.index_add_(0, rows, live.long())
             return None if bool(live.all()) else live
-        sel = slice(None) if self._rows is None else self._samples  # unattributed: the samples the call is for
-        width = self.n if self._rows is None else len(self._samples)
+        sel = slice(None) if rows is None else samples  # unattributed: the samples the call is for
+        width = self.n if rows is None else len(samples)
         k = -(-n // width) if width else 0  # each pays ceil(n / width)
         if limit is None or bool((spent[sel] + k <= limit).all()):
             spent[sel] += k
