@@ -157,6 +157,11 @@ def focus(model: Model, rows: torch.Tensor):
     return tracker.focus(rows) if tracker is not None else contextlib.nullcontext()
 
 
+def unfocused(rows: torch.Tensor) -> contextlib.AbstractContextManager:
+    """The ``focus`` argument of an attack function called outside the harness: names no rows."""
+    return contextlib.nullcontext()
+
+
 #: Model calls per sample an adapter makes outside its Oracle (the clean prediction in
 #: run_on_correct, the final check in keep_adversarial, ART's class count): a query cap reserves
 #: them, so the harness's own count of forward passes never exceeds ``max_queries``.

@@ -34,7 +34,7 @@ from pydantic import Field, field_validator
 
 import robench
 from robench import Norm
-from robench.adapters import focus
+from robench.adapters import focus, unfocused
 from robench.norms import changed_pixels
 
 Scores = Callable[[torch.Tensor], torch.Tensor]
@@ -49,7 +49,7 @@ def jsma(
     gamma: float = 1.0,
     batch_size: int = 256,
     report: Callable[[int, int], None] | None = None,
-    focus: Callable[[torch.Tensor], contextlib.AbstractContextManager] | None = None,
+    focus: Callable[[torch.Tensor], contextlib.AbstractContextManager] = unfocused,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """JSMA over every target class and theta for a batch ``x`` (N, C, H, W) with labels ``y``.
 
@@ -60,7 +60,6 @@ def jsma(
     names the batch sample of each row of a call, so the harness charges and tracks every run's pass
     as its own sample's.
     """
-    watch = focus or (lambda rows: contextlib.nullcontext())
     n = len(x)
     shape = x.shape[1:]
     d = int(math.prod(shape))
@@ -95,7 +94,7 @@ def jsma(
         for lo in range(0, len(idx), batch_size):
             part = idx[lo : lo + batch_size]
             xb = batch[part].view(-1, *shape).clone().requires_grad_(True)
-            with torch.enable_grad(), watch(sample[part]):
+            with torch.enable_grad(), focus(sample[part]):
                 s = scores(xb)
                 (g,) = torch.autograd.grad(s.gather(1, target[part, None]).sum(), xb)
             grads[lo : lo + len(part)] = g.reshape(len(part), d)

@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from robench.adapters import unfocused
 from robench.norms import lp_norm, per_sample
 
 from .prox import prox, prox_l0
@@ -204,7 +205,7 @@ def pd_attack(
     gen: torch.Generator,
     progress: Callable[[int, int], None] | None = None,
     refine_cost=None,
-    focus: Callable[[torch.Tensor], contextlib.AbstractContextManager] | None = None,
+    focus: Callable[[torch.Tensor], contextlib.AbstractContextManager] = unfocused,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run PDGD/PDPGD on a batch; returns (adversarials, their norms). With ``cfg.refine``,
     ``refine_cost`` (a robench_plugins.exact.refine.RefineCost) accumulates the refinement's cost.
@@ -238,8 +239,7 @@ def pd_attack(
         if progress is not None and (done[0] % 10 == 0 or done[0] == total):
             progress(done[0], total)
 
-    watch = focus or (lambda rows: contextlib.nullcontext())
-    with watch(todo):  # the optimisation's calls are for the correctly classified samples
+    with focus(todo):  # the optimisation's calls are for the correctly classified samples
         lam0 = torch.full((len(xs),), cfg.lambda_init, device=x.device)
         for lr in cfg.lrs:
             for restart in range(cfg.restarts):
@@ -258,7 +258,7 @@ def pd_attack(
                 sub.lam, sub.lr = best.lam[found].clone(), best.lr[found].clone()
                 # restart from the best adversarial, at the lambda it was found with and a smaller step
                 lr = float(sub.lr.median()) * cfg.finetune_lr
-                with watch(todo[found]):
+                with focus(todo[found]):
                     _run(f, xs[found], ys[found], sub.adv - xs[found], lr, sub.lam.clamp_min(1e-12), cfg.finetune_steps, cfg, sub, tick)
                 best.adv[found], best.value[found], best.tie[found] = sub.adv, sub.value, sub.tie
             else:

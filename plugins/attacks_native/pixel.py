@@ -43,7 +43,7 @@ from pydantic import Field
 
 import robench
 from robench import Norm
-from robench.adapters import focus
+from robench.adapters import focus, unfocused
 from robench.norms import changed_pixels
 
 Scores = Callable[[torch.Tensor], torch.Tensor]
@@ -86,7 +86,7 @@ def pixel_attack(
     channels_last: bool = True,
     generator: torch.Generator,
     report: Callable[[int, int], None] | None = None,
-    focus: Callable[[torch.Tensor], contextlib.AbstractContextManager] | None = None,
+    focus: Callable[[torch.Tensor], contextlib.AbstractContextManager] = unfocused,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Differential evolution over ``pixels`` (row, column, value per channel) tuples per image.
 
@@ -96,7 +96,6 @@ def pixel_attack(
     (robench.adapters.focus) names the batch sample of each candidate row of a call, so the harness
     charges and tracks every candidate as a pass of its own sample.
     """
-    watch = focus or (lambda rows: contextlib.nullcontext())
     n = len(x)
     if x.dim() != 4:
         raise ValueError(f"pixel attack: images must be (N, C, H, W), got shape {tuple(x.shape)}")
@@ -180,7 +179,7 @@ def pixel_attack(
             rows = miss[start : start + batch_size]
             part = uniq[rows]
             imgs, changed = _perturb(x, part[:, 0].to(dev), part[:, 1:].to(dev), pixels, ch, h, w)
-            with watch(part[:, 0]):
+            with focus(part[:, 0]):
                 s = forward(imgs)
             lab = y[part[:, 0].to(dev)]
             e[rows] = energy(s.double(), lab, loss).cpu()
