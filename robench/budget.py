@@ -122,15 +122,16 @@ class BatchTracker:
         finally:
             self._rows, self._rows_dev, self._samples, self._repeats, self._ref = saved
 
-    def _width(self) -> int:
-        return self.n if self._rows is None else len(self._rows)
+    def _width(self, rows: torch.Tensor | None) -> int:
+        """How many score rows a call focused on ``rows`` has when each row is one sample's pass."""
+        return self.n if rows is None else len(rows)
 
     # -- the wrapper's hooks ----------------------------------------------------------------
     def forward_call(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Charge one ``scores`` call, blank what is past budget, update best-so-far; returns the scores the attack gets."""
         n = out.shape[0]
         live = self._charge(self.forward, n, self.budget.forward if self.budget else None, self.focus_state())
-        if self.track and n == self._width():
+        if self.track and n == self._width(self._rows):
             self._observe(x, out, live)
         if live is None:
             return out
@@ -153,8 +154,7 @@ class BatchTracker:
         the focus ``state`` (:meth:`focus_state`); the (n,) mask of the rows answered within budget, or
         None when all are (the common case, no mask built)."""
         rows, samples, repeats = state
-        m = self.n if rows is None else len(rows)
-        if n == m:  # row i is a pass of sample i (or of the focused row's sample)
+        if n == self._width(rows):  # row i is a pass of sample i (or of the focused row's sample)
             if rows is None:
                 if limit is None:
                     spent.add_(1)  # one op (indexing with a slice then adding is three)
@@ -170,7 +170,7 @@ class BatchTracker:
             spent.index_add_(0, rows, live.long())
             return None if bool(live.all()) else live
         sel = slice(None) if rows is None else samples  # unattributed: the samples the call is for
-        width = self.n if rows is None else len(samples)
+        width = self._width(samples)  # samples is None exactly when rows is
         k = -(-n // width) if width else 0  # each pays ceil(n / width)
         if limit is None or bool((spent[sel] + k <= limit).all()):
             spent[sel] += k
