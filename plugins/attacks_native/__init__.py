@@ -8,6 +8,7 @@ of ART's (which stay available as ``art-jsma`` / ``art-pixel``).
 
 from __future__ import annotations
 
+import functools
 from typing import ClassVar, Literal
 
 import torch
@@ -145,7 +146,7 @@ class _PDBase(robench.Attack):
             self._refine_cost = RefineCost()
         cost = self._refine_cost if self.params.refine else None
         adv, _ = pd_attack(model.scores, x, y, self.config(), ctx.generator(offset=7), ctx.report, refine_cost=cost,
-                           focus=lambda rows: focus(model, rows))
+                           focus=functools.partial(focus, model))
         if cost is not None:
             cost.record(ctx)
         return adv

@@ -26,6 +26,7 @@ The scores are the model's raw scores (ART's ``class_gradient`` differentiates t
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from typing import Callable, ClassVar
 
@@ -168,7 +169,7 @@ class JSMA(robench.Attack):
         adv, steps = jsma(
             model.scores, x.to(ctx.device), y.to(ctx.device),
             thetas=p.thetas, gamma=p.gamma, batch_size=p.batch_size, report=ctx.report,
-            focus=lambda rows: focus(model, rows),
+            focus=functools.partial(focus, model),
         )
         ctx.record("steps_per_run_mean", float(steps.double().mean()) if len(steps) else 0.0)
         return adv

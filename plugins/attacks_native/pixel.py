@@ -35,6 +35,7 @@ model's own floating-point differences.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from typing import Callable, ClassVar, Literal
 
@@ -321,7 +322,7 @@ class Pixel(robench.Attack):
             model.scores, x.to(ctx.device), y.to(ctx.device),
             pixels=p.pixels, max_iter=p.max_iter, population=p.population, loss=p.loss,
             batch_size=p.batch_size, channels_last=p.channels_last, generator=ctx.generator(offset=4099), report=ctx.report,
-            focus=lambda rows: focus(model, rows),
+            focus=functools.partial(focus, model),
         )
         q = queries.double()
         ctx.record("queries_mean", float(q.mean()) if len(q) else 0.0)
