@@ -45,6 +45,10 @@ def test_numba_kernel_equals_torch_sort_path():
     ln, tn = scd.candidate_cuts(base, src, batch, coords, steps, dlt, e_hi, kernel="numba")
     assert torch.equal(lt, ln)
     assert torch.equal(tt, tn)
+    # one row per vote (the accepted move's threshold): the numba row kernel equals best_cut
+    rl, rt = scd.row_cut(base, dlt, e_hi, kernel="numba")
+    bl, bt = scd.best_cut(base, dlt, e_hi)
+    assert torch.equal(rl, bl) and torch.equal(rt, bt) and torch.equal(rl, lt[:, 0])
 
 
 def _toy(n=240, d=12, noise=0.3, seed=0):
@@ -139,3 +143,32 @@ def test_mlp01_trainer_gives_the_same_model_as_before_the_speedups():
         assert out["train_error"].tolist() == [53, 172, 142]
         digest = hashlib.sha256(b"".join(out[k].numpy().tobytes() for k in sorted(out))).hexdigest()
         assert digest.startswith("6eb21c9779765588")
+
+
+def test_merging_identical_samples_changes_no_output_node_cut():
+    """collapse_identical keeps one entry per distinct (projection, hidden pattern) cell of each
+    vote's batch, and the output-node search on the merged rows gives the same losses and
+    thresholds as on the whole batch, ties included (equal projections with different patterns)."""
+    g = torch.Generator().manual_seed(2)
+    V, h, nb, N = 3, 4, 500, 700
+    sg = torch.where(torch.rand((V, h, N), generator=g) < 0.5, 1.0, -1.0)
+    a = torch.tensor([0.5, 0.5, 0.5, 0.5])  # equal weights: many patterns share a projection
+    sg[2, 3] = 1.0  # vote 2 has half the cells: its row is shorter than the others
+    z = torch.einsum("h,vhn->vn", a, sg)
+    batch = torch.stack([torch.randperm(N, generator=g)[:nb] for _ in range(V)])
+    coords = torch.stack([torch.randperm(h, generator=g) for _ in range(V)])
+    steps = (torch.randint(0, 2, (V, h), generator=g) * 2 - 1).float() * 0.17
+    dlt = torch.randint(-3, 4, (V, nb), generator=g, dtype=torch.int32)
+    e_hi = torch.randint(0, 50, (V,), generator=g)
+    pat = scd.pattern_keys(sg)
+    zb = z.gather(1, batch)
+    q, b, d, lens = scd.collapse_identical(zb, pat, batch, dlt)
+    cells = [len({(float(zb[v, i]), int(pat[v, batch[v, i]])) for i in range(nb)}) for v in range(V)]
+    assert lens.tolist() == cells and q.shape[1] == max(cells) <= 2**h and cells[2] < cells[0]
+    assert [int(d[v].abs().sum() > 0) for v in range(V)] == [1] * V
+    assert torch.equal(d.sum(1, dtype=torch.int64), dlt.sum(1, dtype=torch.int64))
+    for kernel in ("torch", "numba"):
+        want = scd.candidate_cuts(zb, sg, batch, coords, steps, dlt, e_hi, kernel=kernel)
+        for lengths in (None, lens):  # the padding searched or skipped
+            got = scd.candidate_cuts(q, sg, b, coords, steps, d, e_hi, kernel=kernel, lengths=lengths)
+            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])

@@ -89,13 +89,14 @@ def _scan(vals, pay, e_hi_total, loss_out, thr_out, v, c):
 
 
 @numba.njit(parallel=True, cache=True)
-def _cuts(base, src, batch, coords, steps, dlt, e_hi_total, loss_out, thr_out):
-    V, nb = base.shape
+def _cuts(base, src, batch, coords, steps, dlt, e_hi_total, lengths, loss_out, thr_out):
+    V = base.shape[0]
     K1 = coords.shape[1] + 1
     shared_src = src.shape[0] == 1
     for r in numba.prange(V * K1):
         v = r // K1
         c = r % K1
+        nb = lengths[v]  # the entries past it are zero-cost padding: they change no cut
         keys = np.empty(nb, np.uint32)
         pay = np.empty(nb, dlt.dtype)
         sv = 0 if shared_src else v
@@ -109,11 +110,29 @@ def _cuts(base, src, batch, coords, steps, dlt, e_hi_total, loss_out, thr_out):
             for i in range(nb):
                 keys[i] = _key(base[v, i] + s * src[sv, j, batch[v, i]] + np.float32(0.0))
                 pay[i] = dlt[v, i]
-        keys, pay = _radix(keys, pay)
-        vals = np.empty(nb, np.float32)
+        _sort_scan(keys, pay, e_hi_total[v], loss_out, thr_out, v, c)
+
+
+@numba.njit(cache=True, inline="always")
+def _sort_scan(keys, pay, e_hi_total, loss_out, thr_out, v, c):
+    """Sort one row's keys (carrying the loss differences) and write its best cut to [v, c]."""
+    keys, pay = _radix(keys, pay)
+    vals = np.empty(len(keys), np.float32)
+    for i in range(len(keys)):
+        vals[i] = _unkey(keys[i])
+    _scan(vals, pay, e_hi_total, loss_out, thr_out, v, c)
+
+
+@numba.njit(parallel=True, cache=True)
+def _row_cuts(q, dlt, e_hi_total, loss_out, thr_out):
+    V, nb = q.shape
+    for v in numba.prange(V):
+        keys = np.empty(nb, np.uint32)
+        pay = np.empty(nb, dlt.dtype)
         for i in range(nb):
-            vals[i] = _unkey(keys[i])
-        _scan(vals, pay, e_hi_total[v], loss_out, thr_out, v, c)
+            keys[i] = _key(q[v, i] + np.float32(0.0))
+            pay[i] = dlt[v, i]
+        _sort_scan(keys, pay, e_hi_total[v], loss_out, thr_out, v, 0)
 
 
 def set_threads(n: int) -> None:
@@ -121,16 +140,80 @@ def set_threads(n: int) -> None:
     numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS, n)))
 
 
-def candidate_cuts_numba(base, src, batch, coords, steps, dlt, e_hi_total):
+def candidate_cuts_numba(base, src, batch, coords, steps, dlt, e_hi_total, lengths=None):
     """See :func:`.scd.candidate_cuts`; CPU tensors only."""
-    V = base.shape[0]
+    V, nb = base.shape
     K1 = coords.shape[1] + 1
     loss = np.empty((V, K1), np.int64)
     thr = np.empty((V, K1), np.float32)
+    # a row keeps at least one entry (a padding copy when it has none): a cut needs a value
+    lengths = np.full(V, nb, np.int64) if lengths is None else lengths.to(torch.int64).clamp(1, nb).contiguous().numpy()
     _cuts(
         base.contiguous().numpy(), src.contiguous().numpy(), batch.contiguous().numpy(),
         coords.contiguous().numpy(), steps.contiguous().numpy(), dlt.contiguous().numpy(),
-        e_hi_total.to(torch.int64).expand(V).contiguous().numpy(), loss, thr,
+        e_hi_total.to(torch.int64).expand(V).contiguous().numpy(), lengths, loss, thr,
     )
     return torch.from_numpy(loss), torch.from_numpy(thr)
 
+
+
+@numba.njit(parallel=True, cache=True)
+def _collapse(base, pat, batch, dlt, q_out, b_out, d_out, m_out):
+    V, nb = base.shape
+    for v in numba.prange(V):
+        keys = np.empty(nb, np.uint32)
+        pos = np.empty(nb, np.int64)
+        for i in range(nb):
+            keys[i] = _key(base[v, i] + np.float32(0.0))
+            pos[i] = i
+        keys, pos = _radix(keys, pos)
+        heads = np.empty(nb, np.int64)  # pattern of each output entry
+        m = 0
+        i = 0
+        while i < nb:
+            r = i + 1
+            while r < nb and keys[r] == keys[i]:
+                r += 1
+            first = m  # entries of this run of equal projections start here
+            for t in range(i, r):
+                p = pos[t]
+                key = pat[v, batch[v, p]]
+                g = first
+                while g < m and heads[g] != key and g - first < 64:  # a long search only in degenerate runs
+                    g += 1
+                if g < m and heads[g] == key:
+                    d_out[v, g] += dlt[v, p]
+                else:
+                    heads[m] = key
+                    q_out[v, m] = base[v, p]
+                    b_out[v, m] = batch[v, p]
+                    d_out[v, m] = dlt[v, p]
+                    m += 1
+            i = r
+        m_out[v] = m
+
+
+def best_cut_numba(q, dlt, e_hi_total):
+    """:func:`.scd.best_cut` of every row of ``q`` (V, n); CPU tensors only."""
+    V = q.shape[0]
+    loss = np.empty((V, 1), np.int64)
+    thr = np.empty((V, 1), np.float32)
+    _row_cuts(q.contiguous().numpy(), dlt.expand(q.shape).contiguous().numpy(),
+              e_hi_total.to(torch.int64).expand(V).contiguous().numpy(), loss, thr)
+    return torch.from_numpy(loss[:, 0]), torch.from_numpy(thr[:, 0])
+
+
+def collapse_identical_numba(base, pat, batch, dlt):
+    """See :func:`.scd.collapse_identical`; CPU tensors only."""
+    V, nb = base.shape
+    q = np.empty((V, nb), np.float32)
+    b = np.empty((V, nb), np.int64)
+    d = np.zeros((V, nb), dlt.numpy().dtype)
+    m = np.empty(V, np.int64)
+    _collapse(base.contiguous().numpy(), pat.contiguous().numpy(), batch.contiguous().numpy(), dlt.contiguous().numpy(), q, b, d, m)
+    w = int(m.max())
+    q, b, d = q[:, :w], b[:, :w], d[:, :w]
+    for v in range(V):  # pad with copies of the vote's first entry at zero cost (they change no cut)
+        q[v, m[v]:], b[v, m[v]:], d[v, m[v]:] = q[v, 0], b[v, 0], 0
+    return (torch.from_numpy(np.ascontiguousarray(q)), torch.from_numpy(np.ascontiguousarray(b)),
+            torch.from_numpy(np.ascontiguousarray(d)), torch.from_numpy(m))

@@ -21,7 +21,8 @@ Speed (the point of this module): votes are a tensor dimension and are trained t
 projections of the whole training set are kept and updated by the rank-1 change of the one
 accepted coordinate instead of recomputing X.w; the best threshold of every (vote, candidate)
 comes from one batched sort + cumulative sum, for a hidden unit over its pivotal samples only
-(:func:`pivotal_losses`); accept/reject is a masked update. The random draws
+(:func:`pivotal_losses`), for the output node over the distinct (projection, hidden pattern)
+cells of the batch (:func:`collapse_identical`); accept/reject is a masked update. The random draws
 happen per vote on CPU generators, in the same order as the per-vote reference
 (:mod:`.reference`), so both follow the same trajectory and results do not depend on how many
 votes are trained at once.
@@ -88,9 +89,24 @@ def best_cut(q: torch.Tensor, dlt: torch.Tensor, e_hi_total: torch.Tensor) -> tu
     return loss, thr
 
 
+def uses_numba(kernel: str, device: torch.device) -> bool:
+    """Whether :func:`candidate_cuts` runs the fused numba kernel for ``kernel`` on ``device``."""
+    return kernel == "numba" or (kernel == "auto" and device.type == "cpu")
+
+
+def row_cut(q: torch.Tensor, dlt: torch.Tensor, e_hi_total: torch.Tensor, kernel: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`best_cut` of every row of ``q`` (V, n), by the numba kernel where
+    :func:`candidate_cuts` uses it (its radix sort is several times faster than torch.sort)."""
+    if uses_numba(kernel, q.device):
+        from .cutkernel import best_cut_numba
+
+        return best_cut_numba(q, dlt, e_hi_total)
+    return best_cut(q, dlt, e_hi_total)
+
+
 def candidate_cuts(
     base: torch.Tensor, src: torch.Tensor, batch: torch.Tensor, coords: torch.Tensor, steps: torch.Tensor,
-    dlt: torch.Tensor, e_hi_total: torch.Tensor, kernel: str = "auto",
+    dlt: torch.Tensor, e_hi_total: torch.Tensor, kernel: str = "auto", lengths: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Best cut of every (vote, candidate): candidate 0 keeps the node, candidate c >= 1 adds
     ``steps[v, c-1]`` to input ``coords[v, c-1]``, whose batch values are ``src[v, j, batch[v]]``
@@ -98,12 +114,14 @@ def candidate_cuts(
     ``e_hi_total`` (V,). Returns (loss (V, K+1) int64, threshold (V, K+1)).
 
     ``kernel``: "torch" (one batched sort + cumsum; CPU or CUDA), "numba" (fused CPU kernel, same
-    results, less memory traffic), "auto" (numba on CPU, torch elsewhere).
+    results, less memory traffic), "auto" (numba on CPU, torch elsewhere). ``lengths`` (V,), where
+    given, says that row v's entries past ``lengths[v]`` are zero-cost padding (copies of an
+    entry with ``dlt = 0``, which change no cut): the numba kernel skips them.
     """
-    if kernel == "numba" or (kernel == "auto" and base.device.type == "cpu"):
+    if uses_numba(kernel, base.device):
         from .cutkernel import candidate_cuts_numba
 
-        return candidate_cuts_numba(base, src, batch, coords, steps, dlt, e_hi_total)
+        return candidate_cuts_numba(base, src, batch, coords, steps, dlt, e_hi_total, lengths)
     V = base.shape[0]
     vi = torch.zeros(V, dtype=torch.long, device=base.device) if src.shape[0] == 1 else torch.arange(V, device=base.device)
     cols = src[vi[:, None, None], coords[:, :, None], batch[:, None, :]]  # (V, K, nb)
@@ -138,7 +156,36 @@ def pivotal_losses(
     qb[rows, pos] = base[rows, cols]
     dd = torch.zeros((V, m), dtype=dlt.dtype, device=dlt.device)
     dd[rows, pos] = dlt[rows, cols]
-    return candidate_cuts(qb, xt[None], bb, coords, steps, dd, e_hi_total, kernel)[0]
+    return candidate_cuts(qb, xt[None], bb, coords, steps, dd, e_hi_total, kernel, keep.sum(1))[0]
+
+
+def pattern_keys(sg: torch.Tensor) -> torch.Tensor | None:
+    """(V, N) int64 bit patterns of the hidden signs ``sg`` (V, h, N); None when h > 62 (no room)."""
+    h = sg.shape[1]
+    if h > 62:
+        return None
+    shifts = torch.arange(h, device=sg.device)[None, :, None]
+    return ((sg > 0).to(torch.int64) << shifts).sum(1)
+
+
+def collapse_identical(
+    base: torch.Tensor, pat: torch.Tensor, batch: torch.Tensor, dlt: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Merge the batch samples that every output-node candidate sees alike, for the numba kernel.
+
+    Two samples with the same projection ``base`` and the same hidden pattern ``pat[v, batch]``
+    get the same projection under every candidate (a candidate adds ``step * sign`` of one hidden
+    unit), so one entry carrying the sum of their ``dlt`` leaves every cut's loss unchanged, and
+    the set of distinct values, hence every threshold, too: :func:`candidate_cuts` on the merged
+    rows returns exactly what it returns on the batch. Late in training the hidden units cut a
+    one-vs-all CIFAR-10 batch of 37 500 images into about 15 000 cells, so the 21-row search sorts
+    about 2.5x fewer values. Returns (base, batch, dlt) of the merged entries, rows padded with
+    zero-cost copies of their first entry (a copy of an existing value changes no cut either),
+    and the number of merged entries of each row (the ``lengths`` of :func:`candidate_cuts`).
+    """
+    from .cutkernel import collapse_identical_numba
+
+    return collapse_identical_numba(base, pat, batch, dlt)
 
 
 def _int_dtype(bound: int) -> torch.dtype:
@@ -308,6 +355,8 @@ def train_mlp(
     th = ph.median(dim=2).values  # hidden thresholds start at the median projection (paper)
     sg = _signs(ph, th[:, :, None])
     z = torch.einsum("vh,vhn->vn", a, sg)
+    # hidden patterns of all training data, for merging identical batch samples (numba path only)
+    pat = pattern_keys(sg) if uses_numba(cfg.kernel, dev) else None
     n_bal = round(cfg.balanced_fraction * cfg.iterations)
     to = init_threshold(z, ypos, n_bal > 0)
     best = {"W": W.clone(), "th": th.clone(), "a": a.clone(), "to": to.clone(), "err": full_error(z > to[:, None], ypos, n_bal > 0)}
@@ -338,7 +387,10 @@ def train_mlp(
         jj = torch.stack(jo).to(dev)
         ss = torch.stack(so).to(dev)
         e_hi_total = torch.full((V,), w_neg * draws.m_neg, dtype=torch.int64, device=dev)
-        loss, cut = candidate_cuts(z.gather(1, b), sg, b, jj, ss, _label_dlt(yb, w_neg, w_pos, dt), e_hi_total, cfg.kernel)
+        zb, bo, dlo, lens = z.gather(1, b), b, _label_dlt(yb, w_neg, w_pos, dt), None
+        if pat is not None:
+            zb, bo, dlo, lens = collapse_identical(zb, pat, b, dlo)
+        loss, cut = candidate_cuts(zb, sg, bo, jj, ss, dlo, e_hi_total, cfg.kernel, lens)
         c_loss, c = loss[:, 1:].min(dim=1)
         acc = torch.nonzero(c_loss < loss[:, 0]).squeeze(1)
         if len(acc):
@@ -371,7 +423,7 @@ def train_mlp(
             j = jj[acc, c[acc]]
             s = ss[acc, c[acc]]
             # the threshold of the accepted move, from the whole batch (as before the pivotal speed-up)
-            cut = best_cut(pu[acc] + s[:, None] * xt[j[:, None], b[acc]], dlt[acc], e_hi_total[acc])[1]
+            cut = row_cut(pu[acc] + s[:, None] * xt[j[:, None], b[acc]], dlt[acc], e_hi_total[acc], cfg.kernel)[1]
             W[acc, ua, j] += s
             ph[acc, ua] += s[:, None] * xt[j]
             nrm = W[acc, ua].norm(dim=1)
@@ -379,6 +431,9 @@ def train_mlp(
             ph[acc, ua] /= nrm[:, None]
             th[acc, ua] = cut / nrm
             sg[acc, ua] = _signs(ph[acc, ua], th[acc, ua][:, None])
+            if pat is not None:  # only bit u of the accepted votes' patterns can change
+                bit = torch.ones_like(ua) << ua
+                pat[acc] = (pat[acc] & ~bit[:, None]) | torch.where(sg[acc, ua] > 0, bit[:, None], 0)
             z[acc] = torch.einsum("vh,vhn->vn", a[acc], sg[acc])
             changed[acc] = True
 
