@@ -97,7 +97,49 @@ def test_vote_groups_do_not_change_the_result():
     cfg = scd.SCDConfig(iterations=10, votes=4, coords=6)
     together = scd.train(xt, yt, cfg, seed=5)
     one_by_one = scd.train(xt, yt, scd.SCDConfig(iterations=10, votes=4, coords=6, memory_mb=0), seed=5)
-    assert torch.equal(together["weight"], one_by_one["weight"])
+    assert all(torch.equal(together[k], one_by_one[k]) for k in together)  # thresholds to the last bit too
+
+
+@pytest.mark.parametrize("hidden", [0, 4])
+def test_vote_groups_on_parallel_threads_give_the_same_model(hidden):
+    """With several torch threads the vote groups train at once, one per thread (one-thread
+    kernels without the GIL): the same tensors as one thread, and progress still counts to the end."""
+    x, y = _toy(seed=3)
+    xt, yt = torch.from_numpy(x).T.contiguous(), torch.from_numpy(y)
+    cfg = scd.SCDConfig(iterations=12, votes=5, hidden=hidden, coords=6)
+    threads = torch.get_num_threads()
+    seen = []
+    try:
+        torch.set_num_threads(1)
+        alone = scd.train(xt, yt, cfg, seed=2)
+        torch.set_num_threads(3)
+        together = scd.train(xt, yt, cfg, seed=2, progress=lambda done, total: seen.append((done, total)))
+        assert torch.get_num_threads() == 3  # restored after training
+    finally:
+        torch.set_num_threads(threads)
+    assert alone.keys() == together.keys()
+    assert all(torch.equal(alone[k], together[k]) for k in alone)
+    assert seen[-1] == (60, 60) and all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
+
+
+def test_a_failing_vote_group_stops_the_others():
+    x, y = _toy(seed=3)
+    xt, yt = torch.from_numpy(x).T.contiguous(), torch.from_numpy(y)
+    calls = []
+
+    def progress(done, total):
+        calls.append(done)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with pytest.raises(KeyboardInterrupt):
+            scd.train(xt, yt, scd.SCDConfig(iterations=500, votes=4, coords=6), seed=0, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(calls) < 50  # the other group stopped at its next iteration instead of running 500
 
 
 def test_a_separable_problem_is_solved_exactly():

@@ -12,6 +12,9 @@ agree.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import numba
 import numpy as np
 import torch
@@ -88,29 +91,27 @@ def _scan(vals, pay, e_hi_total, loss_out, thr_out, v, c):
         thr_out[v, c] = mid if mid < hi else lo
 
 
-@numba.njit(parallel=True, cache=True)
-def _cuts(base, src, batch, coords, steps, dlt, e_hi_total, lengths, loss_out, thr_out):
-    V = base.shape[0]
+@numba.njit(cache=True, inline="always")
+def _cut_row(r, base, src, batch, coords, steps, dlt, e_hi_total, lengths, loss_out, thr_out):
+    """Best cut of row r = (vote v, candidate c) of :func:`candidate_cuts_numba`."""
     K1 = coords.shape[1] + 1
-    shared_src = src.shape[0] == 1
-    for r in numba.prange(V * K1):
-        v = r // K1
-        c = r % K1
-        nb = lengths[v]  # the entries past it are zero-cost padding: they change no cut
-        keys = np.empty(nb, np.uint32)
-        pay = np.empty(nb, dlt.dtype)
-        sv = 0 if shared_src else v
-        if c == 0:
-            for i in range(nb):
-                keys[i] = _key(base[v, i] + np.float32(0.0))
-                pay[i] = dlt[v, i]
-        else:
-            j = coords[v, c - 1]
-            s = steps[v, c - 1]
-            for i in range(nb):
-                keys[i] = _key(base[v, i] + s * src[sv, j, batch[v, i]] + np.float32(0.0))
-                pay[i] = dlt[v, i]
-        _sort_scan(keys, pay, e_hi_total[v], loss_out, thr_out, v, c)
+    v = r // K1
+    c = r % K1
+    nb = lengths[v]  # the entries past it are zero-cost padding: they change no cut
+    keys = np.empty(nb, np.uint32)
+    pay = np.empty(nb, dlt.dtype)
+    sv = 0 if src.shape[0] == 1 else v
+    if c == 0:
+        for i in range(nb):
+            keys[i] = _key(base[v, i] + np.float32(0.0))
+            pay[i] = dlt[v, i]
+    else:
+        j = coords[v, c - 1]
+        s = steps[v, c - 1]
+        for i in range(nb):
+            keys[i] = _key(base[v, i] + s * src[sv, j, batch[v, i]] + np.float32(0.0))
+            pay[i] = dlt[v, i]
+    _sort_scan(keys, pay, e_hi_total[v], loss_out, thr_out, v, c)
 
 
 @numba.njit(cache=True, inline="always")
@@ -123,16 +124,108 @@ def _sort_scan(keys, pay, e_hi_total, loss_out, thr_out, v, c):
     _scan(vals, pay, e_hi_total, loss_out, thr_out, v, c)
 
 
+@numba.njit(cache=True, inline="always")
+def _plain_row(v, q, dlt, e_hi_total, loss_out, thr_out):
+    """Best cut of row v of ``q`` itself (:func:`best_cut_numba`)."""
+    nb = q.shape[1]
+    keys = np.empty(nb, np.uint32)
+    pay = np.empty(nb, dlt.dtype)
+    for i in range(nb):
+        keys[i] = _key(q[v, i] + np.float32(0.0))
+        pay[i] = dlt[v, i]
+    _sort_scan(keys, pay, e_hi_total[v], loss_out, thr_out, v, 0)
+
+
+@numba.njit(cache=True, inline="always")
+def _collapse_row(v, base, pat, batch, dlt, q_out, b_out, d_out, m_out):
+    """Merge vote v's batch entries of equal projection and hidden pattern (:func:`collapse_identical_numba`)."""
+    nb = base.shape[1]
+    keys = np.empty(nb, np.uint32)
+    pos = np.empty(nb, np.int64)
+    for i in range(nb):
+        keys[i] = _key(base[v, i] + np.float32(0.0))
+        pos[i] = i
+    keys, pos = _radix(keys, pos)
+    heads = np.empty(nb, np.int64)  # pattern of each output entry
+    m = 0
+    i = 0
+    while i < nb:
+        r = i + 1
+        while r < nb and keys[r] == keys[i]:
+            r += 1
+        first = m  # entries of this run of equal projections start here
+        for t in range(i, r):
+            p = pos[t]
+            key = pat[v, batch[v, p]]
+            g = first
+            while g < m and heads[g] != key and g - first < 64:  # a long search only in degenerate runs
+                g += 1
+            if g < m and heads[g] == key:
+                d_out[v, g] += dlt[v, p]
+            else:
+                heads[m] = key
+                q_out[v, m] = base[v, p]
+                b_out[v, m] = batch[v, p]
+                d_out[v, m] = dlt[v, p]
+                m += 1
+        i = r
+    m_out[v] = m
+
+
+# Each kernel in two builds: rows spread over numba's threads, or one thread without the GIL
+# for the vote-group worker threads of scd.train (which run several of them at once).
 @numba.njit(parallel=True, cache=True)
-def _row_cuts(q, dlt, e_hi_total, loss_out, thr_out):
-    V, nb = q.shape
-    for v in numba.prange(V):
-        keys = np.empty(nb, np.uint32)
-        pay = np.empty(nb, dlt.dtype)
-        for i in range(nb):
-            keys[i] = _key(q[v, i] + np.float32(0.0))
-            pay[i] = dlt[v, i]
-        _sort_scan(keys, pay, e_hi_total[v], loss_out, thr_out, v, 0)
+def _cuts(base, src, batch, coords, steps, dlt, e_hi_total, lengths, loss_out, thr_out):
+    for r in numba.prange(base.shape[0] * (coords.shape[1] + 1)):
+        _cut_row(r, base, src, batch, coords, steps, dlt, e_hi_total, lengths, loss_out, thr_out)
+
+
+@numba.njit(nogil=True, cache=True)
+def _cuts_serial(base, src, batch, coords, steps, dlt, e_hi_total, lengths, loss_out, thr_out):
+    for r in range(base.shape[0] * (coords.shape[1] + 1)):
+        _cut_row(r, base, src, batch, coords, steps, dlt, e_hi_total, lengths, loss_out, thr_out)
+
+
+@numba.njit(parallel=True, cache=True)
+def _plain(q, dlt, e_hi_total, loss_out, thr_out):
+    for v in numba.prange(q.shape[0]):
+        _plain_row(v, q, dlt, e_hi_total, loss_out, thr_out)
+
+
+@numba.njit(nogil=True, cache=True)
+def _plain_serial(q, dlt, e_hi_total, loss_out, thr_out):
+    for v in range(q.shape[0]):
+        _plain_row(v, q, dlt, e_hi_total, loss_out, thr_out)
+
+
+@numba.njit(parallel=True, cache=True)
+def _collapse(base, pat, batch, dlt, q_out, b_out, d_out, m_out):
+    for v in numba.prange(base.shape[0]):
+        _collapse_row(v, base, pat, batch, dlt, q_out, b_out, d_out, m_out)
+
+
+@numba.njit(nogil=True, cache=True)
+def _collapse_serial(base, pat, batch, dlt, q_out, b_out, d_out, m_out):
+    for v in range(base.shape[0]):
+        _collapse_row(v, base, pat, batch, dlt, q_out, b_out, d_out, m_out)
+
+
+_local = threading.local()
+
+
+def _build(parallel, serial):
+    return serial if getattr(_local, "serial", False) else parallel
+
+
+@contextlib.contextmanager
+def one_thread_per_caller():
+    """Inside the block, this thread's kernel calls run on it alone and release the GIL, so that
+    several threads can each train their own votes at once."""
+    _local.serial = True
+    try:
+        yield
+    finally:
+        _local.serial = False
 
 
 def set_threads(n: int) -> None:
@@ -148,7 +241,7 @@ def candidate_cuts_numba(base, src, batch, coords, steps, dlt, e_hi_total, lengt
     thr = np.empty((V, K1), np.float32)
     # a row keeps at least one entry (a padding copy when it has none): a cut needs a value
     lengths = np.full(V, nb, np.int64) if lengths is None else lengths.to(torch.int64).clamp(1, nb).contiguous().numpy()
-    _cuts(
+    _build(_cuts, _cuts_serial)(
         base.contiguous().numpy(), src.contiguous().numpy(), batch.contiguous().numpy(),
         coords.contiguous().numpy(), steps.contiguous().numpy(), dlt.contiguous().numpy(),
         e_hi_total.to(torch.int64).expand(V).contiguous().numpy(), lengths, loss, thr,
@@ -156,50 +249,13 @@ def candidate_cuts_numba(base, src, batch, coords, steps, dlt, e_hi_total, lengt
     return torch.from_numpy(loss), torch.from_numpy(thr)
 
 
-
-@numba.njit(parallel=True, cache=True)
-def _collapse(base, pat, batch, dlt, q_out, b_out, d_out, m_out):
-    V, nb = base.shape
-    for v in numba.prange(V):
-        keys = np.empty(nb, np.uint32)
-        pos = np.empty(nb, np.int64)
-        for i in range(nb):
-            keys[i] = _key(base[v, i] + np.float32(0.0))
-            pos[i] = i
-        keys, pos = _radix(keys, pos)
-        heads = np.empty(nb, np.int64)  # pattern of each output entry
-        m = 0
-        i = 0
-        while i < nb:
-            r = i + 1
-            while r < nb and keys[r] == keys[i]:
-                r += 1
-            first = m  # entries of this run of equal projections start here
-            for t in range(i, r):
-                p = pos[t]
-                key = pat[v, batch[v, p]]
-                g = first
-                while g < m and heads[g] != key and g - first < 64:  # a long search only in degenerate runs
-                    g += 1
-                if g < m and heads[g] == key:
-                    d_out[v, g] += dlt[v, p]
-                else:
-                    heads[m] = key
-                    q_out[v, m] = base[v, p]
-                    b_out[v, m] = batch[v, p]
-                    d_out[v, m] = dlt[v, p]
-                    m += 1
-            i = r
-        m_out[v] = m
-
-
 def best_cut_numba(q, dlt, e_hi_total):
     """:func:`.scd.best_cut` of every row of ``q`` (V, n); CPU tensors only."""
     V = q.shape[0]
     loss = np.empty((V, 1), np.int64)
     thr = np.empty((V, 1), np.float32)
-    _row_cuts(q.contiguous().numpy(), dlt.expand(q.shape).contiguous().numpy(),
-              e_hi_total.to(torch.int64).expand(V).contiguous().numpy(), loss, thr)
+    _build(_plain, _plain_serial)(q.contiguous().numpy(), dlt.expand(q.shape).contiguous().numpy(),
+                                  e_hi_total.to(torch.int64).expand(V).contiguous().numpy(), loss, thr)
     return torch.from_numpy(loss[:, 0]), torch.from_numpy(thr[:, 0])
 
 
@@ -210,7 +266,8 @@ def collapse_identical_numba(base, pat, batch, dlt):
     b = np.empty((V, nb), np.int64)
     d = np.zeros((V, nb), dlt.numpy().dtype)
     m = np.empty(V, np.int64)
-    _collapse(base.contiguous().numpy(), pat.contiguous().numpy(), batch.contiguous().numpy(), dlt.contiguous().numpy(), q, b, d, m)
+    _build(_collapse, _collapse_serial)(
+        base.contiguous().numpy(), pat.contiguous().numpy(), batch.contiguous().numpy(), dlt.contiguous().numpy(), q, b, d, m)
     w = int(m.max())
     q, b, d = q[:, :w], b[:, :w], d[:, :w]
     for v in range(V):  # pad with copies of the vote's first entry at zero cost (they change no cut)

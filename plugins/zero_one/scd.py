@@ -30,6 +30,8 @@ votes are trained at once.
 
 from __future__ import annotations
 
+import concurrent.futures
+import threading
 from dataclasses import dataclass
 from typing import Callable
 
@@ -251,6 +253,18 @@ def votes_per_group(cfg: SCDConfig, n: int, d: int, nb: int) -> int:
     return max(1, min(cfg.votes, cfg.memory_mb * 2**20 // per_vote))
 
 
+def project(w: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:
+    """``w @ xt`` for weight rows ``w`` (R, d), each row's result independent of R.
+
+    A one-row product takes BLAS's matrix-vector path, which rounds differently from the
+    matrix-matrix path that every larger group of votes takes; a second (discarded) row keeps a
+    lone vote on the same path, so a model does not depend on how its votes were grouped.
+    """
+    if len(w) == 1:
+        return (torch.cat([w, w]) @ xt)[:1]
+    return w @ xt
+
+
 # -- SCD01 -------------------------------------------------------------------------------------
 
 
@@ -273,7 +287,7 @@ def train_linear(
     draws = _Draws(gens, neg, pos, cfg, d)
     w = torch.stack([torch.randn(d, generator=g) for g in gens]).to(dev)
     w /= w.norm(dim=1, keepdim=True)
-    proj = w @ xt  # (V, N): kept up to date by rank-1 changes
+    proj = project(w, xt)  # (V, N): kept up to date by rank-1 changes
     n_bal = round(cfg.balanced_fraction * cfg.iterations)
     thr = init_threshold(proj, ypos, n_bal > 0)
     best_w, best_t, best_err = w.clone(), thr.clone(), full_error(proj > thr[:, None], ypos, n_bal > 0)
@@ -351,7 +365,7 @@ def train_mlp(
     a = torch.stack([torch.randn(h, generator=g) for g in gens]).to(dev)
     W /= W.norm(dim=2, keepdim=True)
     a /= a.norm(dim=1, keepdim=True)
-    ph = torch.einsum("vhd,dn->vhn", W, xt)  # (V, h, N) hidden projections of all training data
+    ph = project(W.reshape(V * h, d), xt).reshape(V, h, n)  # hidden projections of all training data
     th = ph.median(dim=2).values  # hidden thresholds start at the median projection (paper)
     sg = _signs(ph, th[:, :, None])
     z = torch.einsum("vh,vhn->vn", a, sg)
@@ -461,35 +475,77 @@ def _mlp_decide(xt: torch.Tensor, m: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.einsum("vh,vhn->vn", m["a"], sg) > m["to"][:, None]
 
 
+class _Stopped(Exception):
+    """Raised in a vote group's thread when another group failed or training was interrupted."""
+
+
 def train(
     xt: torch.Tensor, ypos: torch.Tensor, cfg: SCDConfig, seed: int, stream: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Train ``cfg.votes`` votes in groups that fit ``cfg.memory_mb``; results are concatenated.
 
-    Grouping changes nothing but speed and memory: each vote has its own random stream.
+    Grouping changes nothing but speed and memory: each vote has its own random stream. On CPU
+    with the numba kernel and several torch threads, the groups train at once, one per thread
+    (each with a one-thread kernel that releases the GIL): the torch work around the kernel then
+    runs in parallel too, where a single group would leave it on one thread.
     """
     d, n = xt.shape
     nb = int(cfg.batch_fraction * int(ypos.sum())) + int(cfg.batch_fraction * int((~ypos).sum()))
-    group = votes_per_group(cfg, n, d, nb)
-    fn = train_mlp if cfg.hidden > 0 else train_linear
-    parts = []
-    total = cfg.votes * cfg.iterations
     threads = torch.get_num_threads()
-    numba_cpu = xt.device.type == "cpu" and cfg.kernel != "torch"
+    numba_cpu = xt.device.type == "cpu" and uses_numba(cfg.kernel, xt.device)
+    workers = min(threads, cfg.votes) if numba_cpu else 1
+    budget = SCDConfig(**{**vars(cfg), "memory_mb": max(1, cfg.memory_mb // workers)})  # the groups share it
+    group = min(votes_per_group(budget, n, d, nb), -(-cfg.votes // workers))
+    starts = list(range(0, cfg.votes, group))
+    fn = train_mlp if cfg.hidden > 0 else train_linear
+    total = cfg.votes * cfg.iterations
+    done = [0] * len(starts)
+    lock, stop = threading.Lock(), threading.Event()
+
+    def run_group(k: int) -> dict[str, torch.Tensor]:
+        start = starts[k]
+        gens = [vote_generator(seed, stream, v) for v in range(start, min(cfg.votes, start + group))]
+
+        def cb(i: int) -> None:
+            if stop.is_set():
+                raise _Stopped
+            with lock:
+                done[k] = i * len(gens)
+                if progress is not None:
+                    progress(sum(done), total)
+
+        if workers == 1:
+            return fn(xt, ypos, gens, cfg, cb)
+        from .cutkernel import one_thread_per_caller
+
+        try:
+            with one_thread_per_caller():
+                return fn(xt, ypos, gens, cfg, cb)
+        except BaseException:  # the other groups stop at their next iteration
+            stop.set()
+            raise
+
     if numba_cpu:
-        # The fused kernel does the heavy work with its own threads; the many small torch ops
-        # around it run faster on one thread than with OpenMP barriers on a busy machine.
+        # The fused kernel does the heavy work with its own threads (or one per vote group); the
+        # many small torch ops around it run faster on one thread than with OpenMP barriers.
         from .cutkernel import set_threads
 
         set_threads(threads)
         torch.set_num_threads(1)
     try:
-        for start in range(0, cfg.votes, group):
-            gens = [vote_generator(seed, stream, v) for v in range(start, min(cfg.votes, start + group))]
-            done0 = start * cfg.iterations
-            cb = None if progress is None else (lambda i, d0=done0, k=len(gens): progress(d0 + i * k, total))
-            parts.append(fn(xt, ypos, gens, cfg, cb))
+        if workers == 1:
+            parts = [run_group(k) for k in range(len(starts))]
+        else:
+            with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="scd-votes") as pool:
+                futures = [pool.submit(run_group, k) for k in range(len(starts))]
+                try:
+                    parts = [f.result() for f in futures]
+                except BaseException as e:  # Ctrl-C here, or a failed group: the others stop at their next iteration
+                    stop.set()
+                    concurrent.futures.wait(futures)
+                    errors = [f.exception() for f in futures if not f.cancelled()]
+                    raise next((x for x in errors if x is not None and not isinstance(x, _Stopped)), e)
     finally:
         torch.set_num_threads(threads)
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
