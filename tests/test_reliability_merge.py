@@ -88,9 +88,14 @@ def test_merged_shards_equal_the_full_run_and_keep_provenance(stores, tmp_path):
     assert res.exit_code == 0, res.output
     assert "0 new samples, 180 duplicate samples checked equal" in " ".join(res.output.split())
     assert snapshot(into) == snapshot(tmp / "full" / "results.sqlite")
-    # and the leaderboard reads the merged store
+    # and the leaderboard reads the merged store; its footer names the last run that computed,
+    # not the merge's own record (which has no versions or suite hash)
     res = cli("leaderboard", into, "--format", "json")
     assert res.exit_code == 0 and json.loads(res.stdout)
+    res = cli("leaderboard", into, "--format", "md")
+    assert res.exit_code == 0
+    footer = next(line for line in res.stdout.splitlines() if line.startswith("<sub>robench "))
+    assert "None" not in footer and f"suite hash {provs[2]['suite_hash']}" in footer, footer
 
 
 def tampered_copy(src: Path, dest: Path, sql: str) -> Path:

@@ -11,10 +11,14 @@ from ..metrics import SuiteResults
 
 
 def provenance(res: SuiteResults) -> dict[str, Any]:
-    """What produced these numbers: versions, device, seed, suite hash, samples digest, date (last run)."""
+    """What produced these numbers: versions, device, seed, suite hash, samples digest, date (last run).
+
+    A merge records a run of its own (status ``merged``) that lists its sources and computed
+    nothing: the footer describes the last run that did compute, so that a store published right
+    after ``robench merge`` still names the versions and suite hash behind its numbers."""
     if not res.runs:
         return {}
-    last = res.runs[-1]
+    last = next((r for r in reversed(res.runs) if r.get("status") != "merged"), res.runs[-1])
     p = last["provenance"]
     return {
         "versions": p.get("versions", {}), "device": p.get("device"), "seed": p.get("seed"),
