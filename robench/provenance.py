@@ -7,7 +7,7 @@ import platform
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -55,16 +55,25 @@ def provenance(resolved: Resolved, registry: Registry, device: torch.device) -> 
     }
 
 
+def run_cards(runs: list[dict]) -> Iterator[tuple[dict, str, dict]]:
+    """(run, model name, card) for every model card the runs recorded in their provenance
+    (``"models"``: the cards :class:`robench.models.ModelPool` writes), in run order; the
+    provenance may be a dict or its JSON text (a store row)."""
+    for r in runs:
+        prov = r.get("provenance")
+        prov = json.loads(prov) if isinstance(prov, str) else prov
+        for name, card in ((prov or {}).get("models") or {}).items():
+            if isinstance(card, dict):
+                yield r, name, card
+
+
 def recorded_weights(runs: list[dict]) -> dict[tuple[str, str], dict[str, int]]:
-    """(model name, model key) -> {weights SHA-256: the first run that recorded it}, from the runs'
-    provenance (``"models"``: the cards :class:`robench.models.ModelPool` writes). Models without a
+    """(model name, model key) -> {weights SHA-256: the first run that recorded it}. Models without a
     weights file (complete at construction, no file) record no hash and are absent."""
     out: dict[tuple[str, str], dict[str, int]] = {}
-    for r in runs:
-        prov = r["provenance"] if isinstance(r["provenance"], dict) else json.loads(r["provenance"])
-        for name, card in (prov.get("models") or {}).items():
-            if isinstance(card, dict) and card.get("weights_sha256") and card.get("key"):
-                out.setdefault((name, card["key"]), {}).setdefault(card["weights_sha256"], r["id"])
+    for r, name, card in run_cards(runs):
+        if card.get("weights_sha256") and card.get("key"):
+            out.setdefault((name, card["key"]), {}).setdefault(card["weights_sha256"], r["id"])
     return out
 
 

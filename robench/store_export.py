@@ -86,11 +86,11 @@ def _select(store: Store, table: str, suite: str) -> tuple[list[str], list[list[
 
 def _models(runs: list[dict]) -> dict[str, dict]:
     """Per model, the card the latest run recorded (key, SHA-256 of the weights, where they came from)."""
+    from .provenance import run_cards
+
     out: dict[str, dict] = {}
-    for r in runs:  # by id: later runs win
-        for name, card in (json.loads(r["provenance"]).get("models") or {}).items():
-            if isinstance(card, dict):
-                out[name] = {k: card.get(k) for k in ("key", "weights_sha256", "weights_origin", "weights_file") if card.get(k) is not None}
+    for _, name, card in run_cards(runs):  # by id: later runs win
+        out[name] = {k: card.get(k) for k in ("key", "weights_sha256", "weights_origin", "weights_file") if card.get(k) is not None}
     return dict(sorted(out.items()))
 
 

@@ -45,9 +45,9 @@ def provenance_lines(res: SuiteResults) -> list[str]:
 def model_cards(res: SuiteResults) -> dict[str, dict[str, Any]]:
     """Per model, the card the last run that loaded it recorded in its provenance (``"models"``:
     key, weights_sha256, weights_origin, train_seconds, description); models no run recorded are absent."""
+    from ..provenance import run_cards
+
     cards: dict[str, dict[str, Any]] = {}
-    for run in res.runs:  # in run order: a later run's card replaces an earlier one
-        recorded = (run.get("provenance") or {}).get("models")
-        if isinstance(recorded, dict):
-            cards.update({k: v for k, v in recorded.items() if isinstance(v, dict)})
+    for _, name, card in run_cards(res.runs):  # in run order: a later run's card replaces an earlier one
+        cards[name] = card
     return cards
