@@ -125,18 +125,6 @@ def _sort_scan(keys, pay, e_hi_total, loss_out, thr_out, v, c):
 
 
 @numba.njit(cache=True, inline="always")
-def _plain_row(v, q, dlt, e_hi_total, loss_out, thr_out):
-    """Best cut of row v of ``q`` itself (:func:`best_cut_numba`)."""
-    nb = q.shape[1]
-    keys = np.empty(nb, np.uint32)
-    pay = np.empty(nb, dlt.dtype)
-    for i in range(nb):
-        keys[i] = _key(q[v, i] + np.float32(0.0))
-        pay[i] = dlt[v, i]
-    _sort_scan(keys, pay, e_hi_total[v], loss_out, thr_out, v, 0)
-
-
-@numba.njit(cache=True, inline="always")
 def _collapse_row(v, base, pat, batch, dlt, q_out, b_out, d_out, m_out):
     """Merge vote v's batch entries of equal projection and hidden pattern (:func:`collapse_identical_numba`)."""
     nb = base.shape[1]
@@ -184,18 +172,6 @@ def _cuts(base, src, batch, coords, steps, dlt, e_hi_total, lengths, loss_out, t
 def _cuts_serial(base, src, batch, coords, steps, dlt, e_hi_total, lengths, loss_out, thr_out):
     for r in range(base.shape[0] * (coords.shape[1] + 1)):
         _cut_row(r, base, src, batch, coords, steps, dlt, e_hi_total, lengths, loss_out, thr_out)
-
-
-@numba.njit(parallel=True, cache=True)
-def _plain(q, dlt, e_hi_total, loss_out, thr_out):
-    for v in numba.prange(q.shape[0]):
-        _plain_row(v, q, dlt, e_hi_total, loss_out, thr_out)
-
-
-@numba.njit(nogil=True, cache=True)
-def _plain_serial(q, dlt, e_hi_total, loss_out, thr_out):
-    for v in range(q.shape[0]):
-        _plain_row(v, q, dlt, e_hi_total, loss_out, thr_out)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -250,13 +226,12 @@ def candidate_cuts_numba(base, src, batch, coords, steps, dlt, e_hi_total, lengt
 
 
 def best_cut_numba(q, dlt, e_hi_total):
-    """:func:`.scd.best_cut` of every row of ``q`` (V, n); CPU tensors only."""
+    """:func:`.scd.best_cut` of every row of ``q`` (V, n); CPU tensors only: the candidate search
+    with no candidates, whose row 0 is the node itself (``src`` and ``batch`` are never read)."""
     V = q.shape[0]
-    loss = np.empty((V, 1), np.int64)
-    thr = np.empty((V, 1), np.float32)
-    _build(_plain, _plain_serial)(q.contiguous().numpy(), dlt.expand(q.shape).contiguous().numpy(),
-                                  e_hi_total.to(torch.int64).expand(V).contiguous().numpy(), loss, thr)
-    return torch.from_numpy(loss[:, 0]), torch.from_numpy(thr[:, 0])
+    none = torch.zeros((V, 0), dtype=torch.int64)
+    loss, thr = candidate_cuts_numba(q, q[:, None, :1], none, none, torch.zeros((V, 0)), dlt.expand(q.shape), e_hi_total)
+    return loss[:, 0], thr[:, 0]
 
 
 def collapse_identical_numba(base, pat, batch, dlt):

@@ -31,6 +31,7 @@ votes are trained at once.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -495,7 +496,7 @@ def train(
     threads = torch.get_num_threads()
     numba_cpu = xt.device.type == "cpu" and uses_numba(cfg.kernel, xt.device)
     workers = min(threads, cfg.votes) if numba_cpu else 1
-    budget = SCDConfig(**{**vars(cfg), "memory_mb": max(1, cfg.memory_mb // workers)})  # the groups share it
+    budget = dataclasses.replace(cfg, memory_mb=max(1, cfg.memory_mb // workers))  # the groups share it
     group = min(votes_per_group(budget, n, d, nb), -(-cfg.votes // workers))
     starts = list(range(0, cfg.votes, group))
     fn = train_mlp if cfg.hidden > 0 else train_linear
