@@ -180,9 +180,9 @@ def collapse_identical(
     get the same projection under every candidate (a candidate adds ``step * sign`` of one hidden
     unit), so one entry carrying the sum of their ``dlt`` leaves every cut's loss unchanged, and
     the set of distinct values, hence every threshold, too: :func:`candidate_cuts` on the merged
-    rows returns exactly what it returns on the batch. Late in training the hidden units cut a
-    one-vs-all CIFAR-10 batch of 37 500 images into about 15 000 cells, so the 21-row search sorts
-    about 2.5x fewer values. Returns (base, batch, dlt) of the merged entries, rows padded with
+    rows returns exactly what it returns on the batch. By iteration 200 the hidden units cut a
+    one-vs-all CIFAR-10 batch of 37 500 images into 14 000-20 000 cells, so the 21-row search sorts
+    about 2x fewer values. Returns (base, batch, dlt) of the merged entries, rows padded with
     zero-cost copies of their first entry (a copy of an existing value changes no cut either),
     and the number of merged entries of each row (the ``lengths`` of :func:`candidate_cuts`).
     """
@@ -333,7 +333,7 @@ def train_linear(
             trace.append((c_loss < loss[:, 0]).cpu())
         if progress is not None:
             progress(it + 1)
-    return {"weight": best_w, "threshold": best_t, "train_error": full_error(best_w @ xt > best_t[:, None], ypos, False)}
+    return {"weight": best_w, "threshold": best_t, "train_error": full_error(project(best_w, xt) > best_t[:, None], ypos, False)}
 
 
 # -- MLP01 -------------------------------------------------------------------------------------
