@@ -51,6 +51,31 @@ def test_numba_kernel_equals_torch_sort_path():
     assert torch.equal(rl, bl) and torch.equal(rt, bt) and torch.equal(rl, lt[:, 0])
 
 
+@pytest.mark.parametrize("step", [0.17, 0.25])
+def test_signed_kernel_equals_the_sorting_kernel(step):
+    """The output node's merge kernel (src of +1/-1 only) returns exactly the radix kernel's losses
+    and thresholds, with ties inside and across the two shifted runs, -0.0 and padded rows."""
+    g = torch.Generator().manual_seed(1)
+    V, h, nb, N = 4, 7, 300, 400
+    sg = torch.where(torch.rand((V, h, N), generator=g) < 0.5, 1.0, -1.0)
+    base = (torch.randint(-6, 7, (V, nb), generator=g) * 0.25).float()  # base +- 0.25 lands on other entries
+    base[0, :5] = -0.0
+    batch = torch.stack([torch.randperm(N, generator=g)[:nb] for _ in range(V)])
+    coords = torch.stack([torch.randperm(h, generator=g) for _ in range(V)])
+    steps = (torch.randint(0, 2, (V, h), generator=g) * 2 - 1).float() * step
+    dlt = torch.randint(-3, 4, (V, nb), generator=g, dtype=torch.int32)
+    e_hi = torch.randint(0, 50, (V,), generator=g)
+    lengths = torch.tensor([nb, 1, 17, nb - 3])
+    cases = [(base, None), (base, lengths), (base.sort(dim=1).values, None)]  # sorted rows skip the sort
+    for base, lens in cases:
+        want = scd.candidate_cuts(base, sg, batch, coords, steps, dlt, e_hi, kernel="numba", lengths=lens)
+        got = scd.candidate_cuts(base, sg, batch, coords, steps, dlt, e_hi, kernel="numba", lengths=lens, signs=True)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        if lens is None:  # and the torch reference
+            ref = scd.candidate_cuts(base, sg, batch, coords, steps, dlt, e_hi, kernel="torch")
+            assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
+
+
 def _toy(n=240, d=12, noise=0.3, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.random((n, d)).astype(np.float32)

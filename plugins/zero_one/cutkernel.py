@@ -125,6 +125,97 @@ def _sort_scan(keys, pay, e_hi_total, loss_out, thr_out, v, c):
 
 
 @numba.njit(cache=True, inline="always")
+def _signed_row(v, base, src, batch, coords, steps, dlt, e_hi_total, lengths, loss_out, thr_out):
+    """All candidates of vote v when ``src`` holds only +1 and -1 (hidden signs).
+
+    A candidate shifts each entry by +s or -s. Float rounding is monotone, so the entries of one
+    sign keep their order under the same shift: sorting the node's own values once and merging
+    the two shifted runs gives every candidate's sorted values in one linear pass instead of a
+    radix sort. The scan sees the same sorted values (the order of equal values changes no cut),
+    so the losses and thresholds are exactly those of :func:`_cut_row`. The split and the merge
+    are branch-free (the signs are random: branches on them would mispredict half the time).
+    """
+    nb = lengths[v]
+    keys = np.empty(nb, np.uint32)
+    pos = np.empty(nb, np.int64)
+    ordered = True
+    for i in range(nb):
+        keys[i] = _key(base[v, i] + np.float32(0.0))
+        pos[i] = i
+        ordered &= i == 0 or keys[i - 1] <= keys[i]
+    if not ordered:  # the merged cells of collapse_identical come sorted already
+        keys, pos = _radix(keys, pos)
+    vals = np.empty(nb, np.float32)
+    pay = np.empty(nb, dlt.dtype)
+    col = np.empty(nb, np.int64)
+    for t in range(nb):
+        vals[t] = _unkey(keys[t])
+        pay[t] = dlt[v, pos[t]]
+        col[t] = batch[v, pos[t]]
+    _scan(vals, pay, e_hi_total[v], loss_out, thr_out, v, 0)
+    sv = 0 if src.shape[0] == 1 else np.int64(v)  # a prange index is unsigned: keep the index an int64
+    inf = np.float32(np.inf)  # sentinels past each run's end (projections are finite)
+    up_v = np.empty(nb + 1, np.float32)
+    up_p = np.empty(nb + 1, dlt.dtype)
+    dn_v = np.empty(nb + 1, np.float32)
+    dn_p = np.empty(nb + 1, dlt.dtype)
+    for c in range(1, coords.shape[1] + 1):
+        j = coords[v, c - 1]
+        s = steps[v, c - 1]
+        nu = 0
+        nd = 0
+        for t in range(nb):
+            sign = src[sv, j, col[t]]
+            q = base[v, pos[t]] + s * sign + np.float32(0.0)  # the expression of _cut_row, -0.0 made +0.0
+            up = np.int64(sign > 0)
+            up_v[nu] = q
+            up_p[nu] = pay[t]
+            dn_v[nd] = q
+            dn_p[nd] = pay[t]
+            nu += up
+            nd += 1 - up
+        up_v[nu] = inf
+        dn_v[nd] = inf
+        # merge the two runs and scan them in one pass (the steps of _scan, on the merged stream)
+        iu = 0
+        idn = 0
+        run = np.int64(0)
+        best = np.int64(0)
+        best_k = 0
+        lo = np.float32(0.0)
+        hi = np.float32(0.0)
+        first = min(up_v[0], dn_v[0])
+        prev = first
+        for o in range(nb):
+            x = up_v[iu]
+            y = dn_v[idn]
+            take = np.int64(x <= y)
+            val = x if take else y
+            cost = up_p[iu] if take else dn_p[idn]
+            iu += take
+            idn += 1 - take
+            if o > 0 and val != prev:  # a cut between prev and val: k = o values below it
+                if run < best:
+                    best = run
+                    best_k = o
+                    lo = prev
+                    hi = val
+            run += cost
+            prev = val
+        if run < best:
+            best = run
+            best_k = nb
+        loss_out[v, c] = e_hi_total[v] + best
+        if best_k == 0:
+            thr_out[v, c] = first - np.float32(1.0)
+        elif best_k == nb:
+            thr_out[v, c] = prev
+        else:
+            mid = (lo + hi) / np.float32(2.0)
+            thr_out[v, c] = mid if mid < hi else lo
+
+
+@numba.njit(cache=True, inline="always")
 def _collapse_row(v, base, pat, batch, dlt, q_out, b_out, d_out, m_out):
     """Merge vote v's batch entries of equal projection and hidden pattern (:func:`collapse_identical_numba`)."""
     nb = base.shape[1]
@@ -175,6 +266,18 @@ def _cuts_serial(base, src, batch, coords, steps, dlt, e_hi_total, lengths, loss
 
 
 @numba.njit(parallel=True, cache=True)
+def _signed_cuts(base, src, batch, coords, steps, dlt, e_hi_total, lengths, loss_out, thr_out):
+    for v in numba.prange(base.shape[0]):
+        _signed_row(v, base, src, batch, coords, steps, dlt, e_hi_total, lengths, loss_out, thr_out)
+
+
+@numba.njit(nogil=True, cache=True)
+def _signed_cuts_serial(base, src, batch, coords, steps, dlt, e_hi_total, lengths, loss_out, thr_out):
+    for v in range(base.shape[0]):
+        _signed_row(v, base, src, batch, coords, steps, dlt, e_hi_total, lengths, loss_out, thr_out)
+
+
+@numba.njit(parallel=True, cache=True)
 def _collapse(base, pat, batch, dlt, q_out, b_out, d_out, m_out):
     for v in numba.prange(base.shape[0]):
         _collapse_row(v, base, pat, batch, dlt, q_out, b_out, d_out, m_out)
@@ -209,15 +312,17 @@ def set_threads(n: int) -> None:
     numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS, n)))
 
 
-def candidate_cuts_numba(base, src, batch, coords, steps, dlt, e_hi_total, lengths=None):
-    """See :func:`.scd.candidate_cuts`; CPU tensors only."""
+def candidate_cuts_numba(base, src, batch, coords, steps, dlt, e_hi_total, lengths=None, signs=False):
+    """See :func:`.scd.candidate_cuts`; CPU tensors only. ``signs``: ``src`` holds only +1 and -1
+    (:func:`_signed_row`: one sort per vote, a merge per candidate)."""
     V, nb = base.shape
     K1 = coords.shape[1] + 1
     loss = np.empty((V, K1), np.int64)
     thr = np.empty((V, K1), np.float32)
     # a row keeps at least one entry (a padding copy when it has none): a cut needs a value
     lengths = np.full(V, nb, np.int64) if lengths is None else lengths.to(torch.int64).clamp(1, nb).contiguous().numpy()
-    _build(_cuts, _cuts_serial)(
+    kernels = (_signed_cuts, _signed_cuts_serial) if signs else (_cuts, _cuts_serial)
+    _build(*kernels)(
         base.contiguous().numpy(), src.contiguous().numpy(), batch.contiguous().numpy(),
         coords.contiguous().numpy(), steps.contiguous().numpy(), dlt.contiguous().numpy(),
         e_hi_total.to(torch.int64).expand(V).contiguous().numpy(), lengths, loss, thr,
