@@ -149,7 +149,15 @@ def part_ova(args) -> dict:
     import robench
 
     t = time.perf_counter()
-    m.fit(xtr, ytr, robench.Context(seed=0))
+    shown = [-1]
+
+    def progress(done: int, total: int) -> None:  # a line per 5% on stderr: the full run takes about an hour
+        step = 20 * done // total
+        if step > shown[0]:
+            shown[0] = step
+            print(f"ova: {done}/{total} vote-iterations, {time.perf_counter() - t:.0f}s", file=sys.stderr, flush=True)
+
+    m.fit(xtr, ytr, robench.Context(seed=0, progress=progress))
     res = {"params": m.params.model_dump(mode="json"), "fit_s": round(time.perf_counter() - t, 1)}
     t = time.perf_counter()
     res["acc_test"] = acc(m, xte, yte)
