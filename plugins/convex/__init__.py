@@ -11,5 +11,5 @@ from .models import SVM, MLPSigmoid
 def robench_models():
     return [
         robench.ModelSpec("svm", SVM, "linear SVM (hinge loss, scikit-learn LinearSVC), optionally a bootstrapped majority-vote ensemble"),
-        robench.ModelSpec("mlp_sigmoid", MLPSigmoid, "20 sigmoid hidden units, logistic loss, SGD (batch 200, momentum 0.9, lr 0.01); optional bootstrapped votes"),
+        robench.ModelSpec("mlp_sigmoid", MLPSigmoid, "one layer of sigmoid hidden units (20 by default), logistic loss, SGD (batch 200, momentum 0.9, lr 0.01); optional bootstrapped votes"),
     ]
